@@ -1,10 +1,12 @@
-"""Safetensors chat models on the transformers engine: tiny random Qwen2 and Qwen3 checkpoints,
-with a tokenizer, built in code, imported into a store and served end to end."""
+"""Safetensors chat models on the transformers engine: tiny random Qwen2, Qwen3, Qwen3-MoE and
+DeepSeek-V3 checkpoints, with a tokenizer, built in code, imported into a store and served end to
+end."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -15,6 +17,8 @@ from tests.harness import KaiyuanServer
 
 pytestmark = pytest.mark.slow
 
+KINDS = ("qwen2", "qwen3", "qwen3-moe", "deepseek-v3")
+MODELS = [f"tiny-{kind}" for kind in KINDS]
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -30,11 +34,15 @@ def tiny_checkpoint(folder: Path, kind: str) -> Path:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
+        DeepseekV3Config,
+        DeepseekV3ForCausalLM,
         PreTrainedTokenizerFast,
         Qwen2Config,
         Qwen2ForCausalLM,
         Qwen3Config,
         Qwen3ForCausalLM,
+        Qwen3MoeConfig,
+        Qwen3MoeForCausalLM,
     )
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -56,10 +64,23 @@ def tiny_checkpoint(folder: Path, kind: str) -> Path:
         max_position_embeddings=512, tie_word_embeddings=True,
     )  # fmt: skip
     torch.manual_seed(0)
+    experts = dict(moe_intermediate_size=16, num_experts_per_tok=2)
+    model: Any
     if kind == "qwen2":
         model = Qwen2ForCausalLM(Qwen2Config(**common))
-    else:
+    elif kind == "qwen3":
         model = Qwen3ForCausalLM(Qwen3Config(head_dim=8, **common))
+    elif kind == "qwen3-moe":
+        moe = dict(head_dim=8, num_experts=4, decoder_sparse_step=1)
+        config = Qwen3MoeConfig(**moe, **experts, **common)
+        model = Qwen3MoeForCausalLM(config)
+    else:  # deepseek-v3: multi-head latent attention, shared + routed experts, first layer dense
+        mla = dict(q_lora_rank=16, kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8,
+                   v_head_dim=8, num_key_value_heads=4)  # fmt: skip
+        routing = dict(n_routed_experts=4, n_shared_experts=1, n_group=1, topk_group=1,
+                       first_k_dense_replace=1)  # fmt: skip
+        config = DeepseekV3Config(**{**common, **mla, **routing, **experts})
+        model = DeepseekV3ForCausalLM(config)
     model.generation_config.eos_token_id = tok.token_to_id("<|im_end|>")
     model.save_pretrained(folder, safe_serialization=True)
     fast.save_pretrained(folder)
@@ -70,7 +91,7 @@ def tiny_checkpoint(folder: Path, kind: str) -> Path:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KaiyuanServer]:
     home = tmp_path_factory.mktemp("hf-home")
     store = Store(home)
-    for kind in ("qwen2", "qwen3"):
+    for kind in KINDS:
         folder = tiny_checkpoint(tmp_path_factory.mktemp(kind), kind)
         record = store.install(f"tiny-{kind}", [folder], move=False, source="test")
         assert record.format == "safetensors" and record.backend == "transformers"
@@ -79,7 +100,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KaiyuanServer]:
         yield running
 
 
-@pytest.mark.parametrize("model", ["tiny-qwen2", "tiny-qwen3"])
+@pytest.mark.parametrize("model", MODELS)
 def test_chat_answers_with_exact_usage(server: KaiyuanServer, model: str) -> None:
     reply = server.client().chat.completions.create(
         model=model, messages=[{"role": "user", "content": "Hello"}],
@@ -91,7 +112,7 @@ def test_chat_answers_with_exact_usage(server: KaiyuanServer, model: str) -> Non
     assert reply.choices[0].message.content
 
 
-@pytest.mark.parametrize("model", ["tiny-qwen2", "tiny-qwen3"])
+@pytest.mark.parametrize("model", MODELS)
 def test_streaming_matches_non_streaming(server: KaiyuanServer, model: str) -> None:
     client = server.client()
     kwargs = dict(model=model, messages=[{"role": "user", "content": "Paris"}],
@@ -122,6 +143,8 @@ def test_seed_reproduces_sampling(server: KaiyuanServer) -> None:
 def test_models_list_and_bad_requests(server: KaiyuanServer) -> None:
     models = {m["id"]: m for m in httpx.get(server.url + "/v1/models").json()["data"]}
     assert models["tiny-qwen2"]["architecture"] == "Qwen2ForCausalLM"
+    assert models["tiny-qwen3-moe"]["architecture"] == "Qwen3MoeForCausalLM"
+    assert models["tiny-deepseek-v3"]["architecture"] == "DeepseekV3ForCausalLM"
     assert models["tiny-qwen3"]["format"] == "safetensors"
     client = server.client()
     with pytest.raises(openai.BadRequestError) as err:
