@@ -6,6 +6,7 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from kaiyuan.engines.base import (
     AdmittedStream,
@@ -84,7 +85,7 @@ class ScriptedEngine(Engine):
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         return [ord(c) for c in text]  # one token per character: exact, easy to count
 
-    def generate(self, prompt: list[int], params: SamplingParams) -> EventStream:
+    def generate(self, prompt: list[int], params: SamplingParams, media: Any = None) -> EventStream:
         check_fits(self.info, len(prompt), params.max_tokens)
         if self.admitted >= self.capacity:
             raise Overloaded("fake engine full")

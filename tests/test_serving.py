@@ -518,7 +518,7 @@ def test_two_apps_in_one_process_do_not_share_state() -> None:
 class BusyEngine(ScriptedEngine):
     """Always full, without an opinion on Retry-After (as LlamaCppEngine raises it)."""
 
-    def generate(self, prompt: list[int], params: SamplingParams) -> EventStream:
+    def generate(self, prompt: list[int], params: SamplingParams, media: Any = None) -> EventStream:
         raise Overloaded("busy")
 
 

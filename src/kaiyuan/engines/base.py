@@ -12,9 +12,9 @@ frees its capacity at once; callers always close what they open.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from kaiyuan.errors import ContextLengthExceeded, InvalidRequest
 
@@ -150,8 +150,19 @@ class Engine(abc.ABC):
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         """Token ids of ``text``; special-token text (``<|im_start|>``) maps to its id."""
 
+    def encode(self, text: str, images: Sequence[Any]) -> tuple[list[int], Any]:
+        """A chat prompt's token ids and the model inputs beside them (``media`` for
+        :meth:`generate`): vision engines override this to add the images' pixels."""
+        if images:
+            raise InvalidRequest(
+                f"model '{self.info.id}' does not accept images "
+                f"(its capabilities: {', '.join(self.info.capabilities)})",
+                param="messages",
+            )
+        return self.tokenize(text), None
+
     @abc.abstractmethod
-    def generate(self, prompt: list[int], params: SamplingParams) -> EventStream:
+    def generate(self, prompt: list[int], params: SamplingParams, media: Any = None) -> EventStream:
         """Admit a generation (or raise) and stream the continuation of ``prompt``."""
 
     @property

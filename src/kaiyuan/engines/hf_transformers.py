@@ -1,10 +1,11 @@
-"""Safetensors chat models through Hugging Face transformers (CPU here, CUDA when present).
+"""Safetensors models through Hugging Face transformers (CPU here, CUDA when present): chat
+models (Qwen2/2.5/3, Qwen3-MoE, DeepSeek-V3, ...) and vision-language models (Qwen2.5-VL).
 
-torch is imported only when such a model loads. One worker thread runs one generation at a
-time with the model's KV cache (``past_key_values``), sampling in the same order and with the
-same parameters as the llama.cpp engine (logit bias, presence/frequency penalties, top-p,
-temperature, a seeded generator; greedy at temperature 0), stop strings and cancellation
-checked at every token. Output constraints (grammars) are not available on this engine yet.
+This module imports torch, so the registry imports it only when such a model loads. One worker
+thread runs one generation at a time through ``model.generate``, which owns the model-specific
+forward pass (KV cache, rotary and multimodal positions, image features); kaiyuan chooses every
+token itself (``torch_sampling.Chooser``: the llama.cpp engine's parameters and order, a seeded
+generator, grammars through llguidance) and checks stop strings and cancellation at each token.
 """
 
 from __future__ import annotations
@@ -14,9 +15,21 @@ import logging
 import os
 import queue
 import threading
-from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    AutoTokenizer,
+    GenerationConfig,
+    LogitsProcessorList,
+    StoppingCriteriaList,
+)
 
 from kaiyuan.engines.base import (
     AdmittedStream,
@@ -31,6 +44,7 @@ from kaiyuan.engines.base import (
 )
 from kaiyuan.engines.jobs import Admission, Job, events
 from kaiyuan.engines.textstream import TextStream
+from kaiyuan.engines.torch_sampling import Chooser, Grammar, StopWhenDone
 from kaiyuan.errors import EngineFailure, InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -51,26 +65,25 @@ class TransformersEngine(Engine):
         **_: Any,  # llama.cpp-only options (parallel slots)
     ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a store folder, never a hub
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         if threads:
             torch.set_num_threads(threads)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         cuda_bf16 = self.device == "cuda" and torch.cuda.is_bf16_supported()
         self.dtype = torch.bfloat16 if cuda_bf16 else torch.float32
-        self._torch = torch
-        self._tok: Any = AutoTokenizer.from_pretrained(
-            str(path), local_files_only=True, trust_remote_code=False
-        )
-        loader: Any = AutoModelForCausalLM.from_pretrained
+        local: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
+        config = AutoConfig.from_pretrained(str(path), **local)
+        vision = getattr(config, "vision_config", None) is not None
+        self._processor: Any = None
+        if vision:  # the processor resizes images by the model's rules and expands their tokens
+            self._processor = AutoProcessor.from_pretrained(str(path), **local)
+            self._tok: Any = self._processor.tokenizer
+        else:
+            self._tok = AutoTokenizer.from_pretrained(str(path), **local)
+        loader: Any = (
+            AutoModelForImageTextToText if vision else AutoModelForCausalLM
+        ).from_pretrained
         model, loading = loader(
-            str(path),
-            local_files_only=True,
-            trust_remote_code=False,
-            use_safetensors=True,
-            dtype=self.dtype,
-            output_loading_info=True,
+            str(path), use_safetensors=True, dtype=self.dtype, output_loading_info=True, **local
         )
         # transformers fills weights missing from a checkpoint with random values and only
         # warns; a model like that would answer with noise, so it is refused.
@@ -79,10 +92,17 @@ class TransformersEngine(Engine):
             raise ValueError(f"checkpoint {path.name} lacks {len(missing)} weights: {missing[:3]}")
         self._model: Any = model.to(self.device)
         self._model.eval()
-        config = self._model.config
-        trained = int(getattr(config, "max_position_embeddings", 0) or DEFAULT_CONTEXT_CAP)
-        template = self._tok.chat_template if isinstance(self._tok.chat_template, str) else None
+        text_config = config.get_text_config()
         self._ends = self._end_tokens()
+        # kaiyuan does its own sampling: the checkpoint's sampling defaults must not apply.
+        self._model.generation_config = GenerationConfig(
+            eos_token_id=sorted(self._ends), pad_token_id=self._pad_token()
+        )
+        self._vocab = int(text_config.vocab_size)
+        self._lltok = self._grammar_tokenizer()
+        trained = int(getattr(text_config, "max_position_embeddings", 0) or DEFAULT_CONTEXT_CAP)
+        template = self._chat_template()
+        capabilities = ("chat", "completion") if template else ("completion",)
         self.info = ModelInfo(
             id=model_id,
             backend="transformers",
@@ -90,8 +110,8 @@ class TransformersEngine(Engine):
             chat_template=template,
             bos_token=self._tok.bos_token or "",
             eos_token=self._tok.eos_token or "",
-            vocab_size=int(config.vocab_size),
-            capabilities=("chat", "completion") if template else ("completion",),
+            vocab_size=self._vocab,
+            capabilities=capabilities + (("vision",) if vision else ()),
             created=created,
             owned_by=owned_by,
         )
@@ -110,6 +130,30 @@ class TransformersEngine(Engine):
                 ends.update(int(t) for t in source)
         return ends
 
+    def _pad_token(self) -> int | None:
+        pad = self._tok.pad_token_id
+        return int(pad) if pad is not None else min(self._ends, default=None)
+
+    def _chat_template(self) -> str | None:
+        for owner in (self._tok, self._processor):
+            template = getattr(owner, "chat_template", None)
+            if isinstance(template, str):
+                return template
+        return None
+
+    def _grammar_tokenizer(self) -> Any:
+        """llguidance's view of the vocabulary (grammars, exact token bytes); None when it
+        cannot read this tokenizer, and then grammars are refused with a 400."""
+        import llguidance.hf
+
+        try:
+            return llguidance.hf.from_tokenizer(
+                self._tok, n_vocab=self._vocab, eos_token=sorted(self._ends) or None
+            )
+        except Exception as exc:
+            log.warning("no output constraints for this tokenizer: %s", exc)
+            return None
+
     # --- Engine contract -----------------------------------------------------------------------
     @property
     def in_flight(self) -> int:
@@ -127,18 +171,35 @@ class TransformersEngine(Engine):
             ids = [bos, *ids]
         return ids
 
-    def generate(self, prompt: list[int], params: SamplingParams) -> EventStream:
+    def encode(self, text: str, images: Sequence[Any]) -> tuple[list[int], Any]:
+        if not images:
+            return self.tokenize(text), None
+        if self._processor is None:
+            return super().encode(text, images)  # the 400 naming capabilities
+        try:
+            inputs = self._processor(text=[text], images=list(images), return_tensors="pt")
+        except ValueError as exc:  # e.g. the count of image markers and images differ
+            raise InvalidRequest(
+                f"the images could not be prepared: {exc}", param="messages"
+            ) from None
+        ids: list[int] = inputs.pop("input_ids")[0].tolist()
+        return ids, dict(inputs)
+
+    def generate(self, prompt: list[int], params: SamplingParams, media: Any = None) -> EventStream:
         if not self.alive:
             raise EngineFailure(f"the engine for model '{self.info.id}' is not running")
-        if params.grammar is not None:
-            raise InvalidRequest(
-                f"model '{self.info.id}' runs on the transformers engine, which cannot enforce "
-                "response_format or forced tool calls yet; use a GGUF model for those",
-                param="response_format",
-            )
         check_fits(self.info, len(prompt), params.max_tokens)
+        grammar = None
+        if params.grammar is not None:
+            if self._lltok is None:
+                raise InvalidRequest(
+                    f"model '{self.info.id}' has a tokenizer kaiyuan cannot constrain, so "
+                    "response_format and forced tool calls are not available for it",
+                    param="response_format",
+                )
+            grammar = Grammar(self._lltok, params.grammar, self._vocab)
         self._admission.admit(self.info.id)
-        job = Job(list(prompt), params, asyncio.get_running_loop())
+        job = Job(list(prompt), params, asyncio.get_running_loop(), media=media, constraint=grammar)
         self._jobs.put(job)
         return AdmittedStream(events(job), on_close=lambda: self._release(job))
 
@@ -157,7 +218,7 @@ class TransformersEngine(Engine):
                 if job.cancelled.is_set():
                     continue
                 try:
-                    with self._torch.inference_mode():
+                    with torch.inference_mode():
                         self._generate(job)
                 except Exception:
                     log.exception("generation failed in model %s", self.info.id)
@@ -166,80 +227,76 @@ class TransformersEngine(Engine):
             self._dead = True
 
     def _generate(self, job: Job) -> None:
-        torch, p = self._torch, job.params
+        p = job.params
         generator = None
         if p.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(p.seed)
-        ids = torch.tensor([job.prompt], device=self.device)
-        out = self._model(input_ids=ids, use_cache=True)
         text = TextStream(stop=p.stop)
-        counts: Counter[int] = Counter()
         produced = 0
-        while not job.cancelled.is_set():
-            logits = out.logits[0, -1].float()
-            token = self._sample(logits, p, counts, generator)
+        reason = "cancelled"
+
+        def on_token(token: int, logits: Any) -> bool:
+            nonlocal produced, reason
             produced += 1
+            if job.cancelled.is_set():
+                return False
             if token in self._ends:
-                return self._finish(job, text, "stop", produced)
-            counts[token] += 1
-            piece = self._tok.decode([token], skip_special_tokens=False).encode()
+                reason = "stop"
+                return False
             lp = self._logprob(logits, token, p.logprobs) if p.logprobs is not None else None
-            delta = text.push(piece, lp)
+            delta = text.push(self._bytes(token), lp)
             if delta is not None:
                 job.send(delta)
             if text.stopped:
-                job.send(Finish("stop", len(job.prompt), produced))
-                return None
+                reason = "stop string"
+                return False
             if produced >= p.max_tokens:
-                return self._finish(job, text, "length", produced)
-            step = torch.tensor([[token]], device=self.device)
-            out = self._model(input_ids=step, past_key_values=out.past_key_values, use_cache=True)
-        log.info(
-            "usage model=%s status=cancelled prompt_tokens=%d completion_tokens=%d",
-            self.info.id, len(job.prompt), produced,
-        )  # fmt: skip
-        return None
+                reason = "length"
+                return False
+            return True
 
-    def _finish(self, job: Job, text: TextStream, reason: str, produced: int) -> None:
-        tail = text.flush()
-        if tail is not None:
-            job.send(tail)
-        job.send(Finish("stop" if reason == "stop" else "length", len(job.prompt), produced))
+        chooser = Chooser(p, grammar=job.constraint, generator=generator, on_token=on_token)
+        ids = torch.tensor([job.prompt], device=self.device)
+        inputs = {k: v.to(self.device) for k, v in (job.media or {}).items()}
+        inputs.setdefault("attention_mask", torch.ones_like(ids))
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        self._model.generate(
+            input_ids=ids,
+            **inputs,
+            do_sample=False,
+            max_new_tokens=p.max_tokens,
+            logits_processor=LogitsProcessorList([chooser]),
+            stopping_criteria=StoppingCriteriaList([StopWhenDone(chooser)]),
+        )
+        if reason == "cancelled":
+            log.info(
+                "usage model=%s status=cancelled prompt_tokens=%d completion_tokens=%d",
+                self.info.id, len(job.prompt), produced,
+            )  # fmt: skip
+            return
+        if reason != "stop string":
+            tail = text.flush()
+            if tail is not None:
+                job.send(tail)
+        job.send(Finish("length" if reason == "length" else "stop", len(job.prompt), produced))
 
-    def _sample(self, logits: Any, p: SamplingParams, counts: Counter[int], generator: Any) -> int:
-        torch = self._torch
-        logits = logits.clone()
-        for token, bias in p.logit_bias:
-            logits[token] += bias
-        if counts and (p.presence_penalty or p.frequency_penalty):
-            seen = torch.tensor(list(counts), device=logits.device)
-            times = torch.tensor([float(counts[t]) for t in counts], device=logits.device)
-            logits[seen] -= p.frequency_penalty * times + p.presence_penalty
-        if p.temperature == 0:
-            return int(torch.argmax(logits))
-        logits = logits / p.temperature
-        probs = torch.softmax(logits, dim=-1)
-        if p.top_p < 1.0:
-            sorted_probs, order = torch.sort(probs, descending=True)
-            keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < p.top_p
-            keep[0] = True
-            filtered = torch.zeros_like(probs)
-            filtered[order[keep]] = probs[order[keep]]
-            probs = filtered / filtered.sum()
-        return int(torch.multinomial(probs, 1, generator=generator))
+    def _bytes(self, token: int) -> bytes:
+        """The token's exact bytes (a piece of a multi-byte character stays partial)."""
+        if self._lltok is not None and not self._lltok.is_special_token(token):
+            return bytes(self._lltok.decode_bytes([token]))
+        return self._text(token).encode()
 
     def _logprob(self, logits: Any, token: int, top_k: int) -> TokenLogprob:
-        torch = self._torch
         logp = torch.log_softmax(logits.double(), dim=-1)
         top: tuple[TopLogprob, ...] = ()
         if top_k > 0:
             values, ids = torch.topk(logp, top_k)
             top = tuple(
-                TopLogprob(self._text(int(i)), self._text(int(i)).encode(), float(v))
+                TopLogprob(self._text(int(i)), self._bytes(int(i)), float(v))
                 for v, i in zip(values, ids, strict=True)
             )
-        piece = self._text(token)
-        return TokenLogprob(piece, piece.encode(), float(logp[token]), top)
+        return TokenLogprob(self._text(token), self._bytes(token), float(logp[token]), top)
 
     def _text(self, token: int) -> str:
         return str(self._tok.decode([token], skip_special_tokens=False))

@@ -6,6 +6,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from kaiyuan.engines.base import Event, Finish, SamplingParams
 from kaiyuan.errors import Overloaded
@@ -19,6 +20,8 @@ class Job:
     out: asyncio.Queue[Event | BaseException] = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     reused: int = 0  # prompt tokens found in the cache (for tests and benchmarks)
+    media: Any = None  # model inputs beside the tokens (an image's pixels), from Engine.encode
+    constraint: Any = None  # a backend's compiled grammar for this request
 
     def send(self, event: Event | BaseException) -> None:
         try:

@@ -63,7 +63,7 @@ class SentenceTransformerEngine(Engine):
         ids: list[int] = self._model.tokenizer(text, add_special_tokens=add_special)["input_ids"]
         return ids
 
-    def generate(self, prompt: list[int], params: SamplingParams) -> EventStream:
+    def generate(self, prompt: list[int], params: SamplingParams, media: Any = None) -> EventStream:
         raise InvalidRequest(
             f"model '{self.info.id}' is an embedding model (its capabilities: embedding); "
             "use /v1/embeddings",

@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import llama_cpp
 from llama_cpp import _internals as llx
@@ -119,7 +120,7 @@ class LlamaCppEngine(Engine):
             tokens = tokens[1:]  # the template already wrote BOS
         return tokens
 
-    def generate(self, prompt: list[int], params: SamplingParams) -> EventStream:
+    def generate(self, prompt: list[int], params: SamplingParams, media: Any = None) -> EventStream:
         if not self.alive:
             raise EngineFailure(f"the engine for model '{self.info.id}' is not running")
         check_fits(self.info, len(prompt), params.max_tokens)
