@@ -60,6 +60,16 @@ class Settings(BaseSettings):
         16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 past it)."
     )
     max_n: int = Field(16, ge=1, le=128, description="Largest `n` (choices) per request.")
+    max_images: int = Field(8, ge=0, description="Most images one chat request may carry.")
+    max_image_bytes: int = Field(
+        20 * 1024 * 1024, ge=1024, description="Largest image accepted (encoded bytes)."
+    )
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Largest image accepted (width x height, before resizing)."
+    )
+    image_fetch_timeout: float = Field(
+        10.0, gt=0, description="Seconds allowed to fetch one http(s) image URL."
+    )
     stall_timeout: float = Field(
         300.0, gt=0, description="Seconds an engine may go silent before the request fails (504)."
     )

@@ -11,11 +11,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from kaiyuan.chat.images import ImageRef
 from kaiyuan.chat.template import ChatTemplate
 from kaiyuan.chat.toolcalls import TemplateTools, parser_class, traits
 from kaiyuan.engines.base import ModelInfo
 from kaiyuan.errors import InvalidRequest
-from kaiyuan.protocol.openai import ChatCompletionRequest, ChatMessage, ImagePart
+from kaiyuan.protocol.openai import ChatCompletionRequest, ChatMessage, ImagePart, TextPart
 
 DEFAULT_TOOL_PROMPT = """# Tools
 
@@ -36,6 +37,7 @@ class Prompt:
     parser: str  # the tool-call syntax the model will write
     tools: bool  # whether tool calls are expected (and so parsed)
     thinking_open: bool  # the prompt already opened a <think> block
+    images: tuple[ImageRef, ...] = ()  # in the order the template placed them
 
 
 def build(info: ModelInfo, body: ChatCompletionRequest, *, parser: str | None = None) -> Prompt:
@@ -46,7 +48,8 @@ def build(info: ModelInfo, body: ChatCompletionRequest, *, parser: str | None = 
     found = traits(info.chat_template)
     chosen = parser or found.parser
     use_tools = bool(body.tools) and body.effective_tool_choice() != "none"
-    messages = [_message(i, m, info, found) for i, m in enumerate(body.messages)]
+    images: list[ImageRef] = []
+    messages = [_message(i, m, info, found, images) for i, m in enumerate(body.messages)]
     if not found.renders_calls:
         messages = _merge_tool_results(messages)
     extra: dict[str, Any] = {}
@@ -63,13 +66,14 @@ def build(info: ModelInfo, body: ChatCompletionRequest, *, parser: str | None = 
         parser=chosen,
         tools=use_tools,
         thinking_open=text.rstrip().endswith("<think>"),
+        images=tuple(images),
     )
 
 
 def _message(
-    index: int, message: ChatMessage, info: ModelInfo, found: TemplateTools
+    index: int, message: ChatMessage, info: ModelInfo, found: TemplateTools, images: list[ImageRef]
 ) -> dict[str, Any]:
-    content = _text(index, message, info)
+    content = _content(index, message, info, images)
     role = "system" if message.role == "developer" else message.role
     out: dict[str, Any] = {"role": role, "content": content}
     if message.name:
@@ -100,20 +104,31 @@ def _message(
     return out
 
 
-def _text(index: int, message: ChatMessage, info: ModelInfo) -> str:
+def _content(
+    index: int, message: ChatMessage, info: ModelInfo, images: list[ImageRef]
+) -> str | list[dict[str, Any]]:
+    """Text, or for a vision model with images, the parts as HF templates take them
+    (``{"type": "image"}`` where each image goes, which the template turns into its markers)."""
     content = message.content
     if not isinstance(content, list):
         return content or ""
-    texts = []
+    first = next((j for j, p in enumerate(content) if isinstance(p, ImagePart)), None)
+    if first is not None and "vision" not in info.capabilities:
+        raise InvalidRequest(
+            f"model '{info.id}' does not accept images "
+            f"(its capabilities: {', '.join(info.capabilities)})",
+            param=f"messages[{index}].content[{first}]",
+        )
+    if first is None:
+        return "\n".join(part.text for part in content if isinstance(part, TextPart))
+    parts: list[dict[str, Any]] = []
     for j, part in enumerate(content):
         if isinstance(part, ImagePart):
-            raise InvalidRequest(
-                f"model '{info.id}' does not accept images "
-                f"(its capabilities: {', '.join(info.capabilities)})",
-                param=f"messages[{index}].content[{j}]",
-            )
-        texts.append(part.text)
-    return "\n".join(texts)
+            images.append(ImageRef(part.image_url.url, f"messages[{index}].content[{j}]"))
+            parts.append({"type": "image"})
+        else:
+            parts.append({"type": "text", "text": part.text})
+    return parts
 
 
 def _arguments(text: str) -> Any:

@@ -64,6 +64,9 @@ def cli() -> None:
 @setting("log_level")
 @setting("memory_budget")
 @setting("keep_alive")
+@setting("max_images")
+@setting("max_image_bytes")
+@setting("max_image_pixels")
 @friendly
 def serve(**flags: Any) -> None:
     """Serve models over the OpenAI API (default: the bundled SmolLM2 on 127.0.0.1:8000)."""

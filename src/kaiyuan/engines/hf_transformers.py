@@ -11,6 +11,7 @@ generator, grammars through llguidance) and checks stop strings and cancellation
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import queue
@@ -22,9 +23,9 @@ from typing import Any
 import torch
 from transformers import (
     AutoConfig,
+    AutoImageProcessor,
     AutoModelForCausalLM,
     AutoModelForImageTextToText,
-    AutoProcessor,
     AutoTokenizer,
     GenerationConfig,
     LogitsProcessorList,
@@ -73,12 +74,14 @@ class TransformersEngine(Engine):
         local: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
         config = AutoConfig.from_pretrained(str(path), **local)
         vision = getattr(config, "vision_config", None) is not None
-        self._processor: Any = None
-        if vision:  # the processor resizes images by the model's rules and expands their tokens
-            self._processor = AutoProcessor.from_pretrained(str(path), **local)
-            self._tok: Any = self._processor.tokenizer
-        else:
-            self._tok = AutoTokenizer.from_pretrained(str(path), **local)
+        self._tok: Any = AutoTokenizer.from_pretrained(str(path), **local)
+        # The image processor resizes by the model's own rules (Qwen-VL: pixel bounds, sides
+        # multiples of patch x merge). transformers' combined processor class is not used: it
+        # demands torchvision (for video), which has no CPU wheel on PyPI.
+        self._images: Any = (
+            AutoImageProcessor.from_pretrained(str(path), **local) if vision else None
+        )
+        self._image_token = int(getattr(config, "image_token_id", -1) or -1)
         loader: Any = (
             AutoModelForImageTextToText if vision else AutoModelForCausalLM
         ).from_pretrained
@@ -99,6 +102,8 @@ class TransformersEngine(Engine):
             eos_token_id=sorted(self._ends), pad_token_id=self._pad_token()
         )
         self._vocab = int(text_config.vocab_size)
+        forward = inspect.signature(self._model.forward).parameters
+        self._takes_token_types = "mm_token_type_ids" in forward  # newer multimodal models
         self._lltok = self._grammar_tokenizer()
         trained = int(getattr(text_config, "max_position_embeddings", 0) or DEFAULT_CONTEXT_CAP)
         template = self._chat_template()
@@ -135,11 +140,8 @@ class TransformersEngine(Engine):
         return int(pad) if pad is not None else min(self._ends, default=None)
 
     def _chat_template(self) -> str | None:
-        for owner in (self._tok, self._processor):
-            template = getattr(owner, "chat_template", None)
-            if isinstance(template, str):
-                return template
-        return None
+        template = getattr(self._tok, "chat_template", None)
+        return template if isinstance(template, str) else None
 
     def _grammar_tokenizer(self) -> Any:
         """llguidance's view of the vocabulary (grammars, exact token bytes); None when it
@@ -172,18 +174,32 @@ class TransformersEngine(Engine):
         return ids
 
     def encode(self, text: str, images: Sequence[Any]) -> tuple[list[int], Any]:
-        if not images:
-            return self.tokenize(text), None
-        if self._processor is None:
-            return super().encode(text, images)  # the 400 naming capabilities
+        if not images or self._images is None:
+            return super().encode(text, images)  # text, or the 400 naming capabilities
+        ids = self.tokenize(text)
+        marker = self._image_token
+        if ids.count(marker) != len(images):
+            raise InvalidRequest(
+                f"the chat template of model '{self.info.id}' placed {ids.count(marker)} image "
+                f"markers for {len(images)} images",
+                param="messages",
+            )
         try:
-            inputs = self._processor(text=[text], images=list(images), return_tensors="pt")
-        except ValueError as exc:  # e.g. the count of image markers and images differ
+            pixels = self._images(images=list(images), return_tensors="pt")
+        except (ValueError, OSError) as exc:
             raise InvalidRequest(
                 f"the images could not be prepared: {exc}", param="messages"
             ) from None
-        ids: list[int] = inputs.pop("input_ids")[0].tolist()
-        return ids, dict(inputs)
+        # Each marker becomes one token per merged patch of its image (the grid, t x h x w).
+        merge = int(getattr(self._images, "merge_size", 1) or 1)
+        counts = iter(int(g.prod()) // merge**2 for g in pixels["image_grid_thw"])
+        expanded: list[int] = []
+        for token in ids:
+            expanded.extend([marker] * next(counts) if token == marker else [token])
+        media = dict(pixels)
+        if self._takes_token_types:
+            media["mm_token_type_ids"] = torch.tensor([[int(t == marker) for t in expanded]])
+        return expanded, media
 
     def generate(self, prompt: list[int], params: SamplingParams, media: Any = None) -> EventStream:
         if not self.alive:

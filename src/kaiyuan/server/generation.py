@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import Request
 
@@ -86,13 +86,13 @@ def check_choices(count: int, limit: int) -> None:
 
 
 async def open_streams(
-    engine: Engine, jobs: Sequence[tuple[list[int], SamplingParams]]
+    engine: Engine, jobs: Sequence[tuple[list[int], SamplingParams]], media: Any = None
 ) -> list[EventStream]:
-    """Admit every job or none."""
+    """Admit every job (all with the same ``media``: images' pixels) or none."""
     opened: list[EventStream] = []
     try:
         for prompt, params in jobs:
-            opened.append(engine.generate(prompt, params))
+            opened.append(engine.generate(prompt, params, media))
     except BaseException:
         for stream in opened:
             await stream.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -10,10 +11,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from kaiyuan.chat import grammar
+from kaiyuan.chat import grammar, images
 from kaiyuan.chat.output import Call, ChoiceOutput, Content, Out, Thought
 from kaiyuan.chat.prompt import Prompt, build
 from kaiyuan.chat.toolcalls import parser_class
+from kaiyuan.config import Settings
 from kaiyuan.engines.base import Delta, Engine, EventStream, SamplingParams, TokenLogprob
 from kaiyuan.protocol.openai import ChatCompletion, ChatCompletionRequest, NamedToolChoice
 from kaiyuan.server import generation as gen
@@ -38,7 +40,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     gen.require(engine.info, "chat", "/v1/chat/completions")
     gen.check_choices(body.n, state.settings.max_n)
     prompt = build(engine.info, body, parser=state.settings.tool_parsers.get(body.model))
-    tokens = engine.tokenize(prompt.text)
+    tokens, media = await _encode(engine, prompt, state.settings)
     max_tokens = gen.resolve_max_tokens(body.requested_max_tokens(), len(tokens), engine.info)
     base = SamplingParams(
         max_tokens=max_tokens,
@@ -55,7 +57,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         (tokens, base if body.seed is None else replace(base, seed=body.seed + i))
         for i in range(body.n)
     ]
-    streams = await gen.open_streams(engine, jobs)
+    streams = await gen.open_streams(engine, jobs, media)
     meta: dict[str, Any] = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "created": int(time.time()),
@@ -79,6 +81,21 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     except gen.ClientGone:
         return Response(status_code=499)
     return _completion(choices, meta, with_logprobs=body.logprobs)
+
+
+async def _encode(engine: Engine, prompt: Prompt, settings: Settings) -> tuple[list[int], Any]:
+    """The prompt's tokens, and for images the pixels the engine's processor made of them."""
+    if not prompt.images:
+        return engine.encode(prompt.text, [])
+    limits = images.Limits(
+        max_images=settings.max_images,
+        max_bytes=settings.max_image_bytes,
+        max_pixels=settings.max_image_pixels,
+        timeout=settings.image_fetch_timeout,
+    )
+    capabilities = ", ".join(engine.info.capabilities)
+    loaded = await images.load(list(prompt.images), limits, capabilities=capabilities)
+    return await asyncio.to_thread(engine.encode, prompt.text, loaded)
 
 
 def _grammar(body: ChatCompletionRequest, prompt: Prompt) -> str | None:
