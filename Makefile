@@ -31,15 +31,22 @@ $(VENV)/.dev-installed: $(VENV)/.installed
 	$(BIN)/python -m pip install -q --group dev
 	touch $@
 
+# llama.cpp's HF -> GGUF converter from the pinned llama-cpp-python sdist: the tests convert
+# the bundled MiniLM into a GGUF embedding model with it.
+CONVERTER := $(VENV)/llama.cpp-convert
+$(CONVERTER)/.ready: pyproject.toml scripts/llama_converter.py | $(VENV)/.installed
+	$(BIN)/python scripts/llama_converter.py $(CONVERTER)
+	touch $@
+
 serve: install
 	$(BIN)/kaiyuan serve --host $(HOST) --port $(PORT)
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/mypy
 
-test: $(VENV)/.dev-installed lint
+test: $(VENV)/.dev-installed $(CONVERTER)/.ready lint
 	$(BIN)/python -m pytest -q -ra
 
 bench: install

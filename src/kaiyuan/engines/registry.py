@@ -9,6 +9,7 @@ from kaiyuan.engines.base import Engine
 
 BACKENDS: dict[str, str] = {
     "llamacpp": "kaiyuan.engines.llamacpp:LlamaCppEngine",
+    "llamacpp_embedding": "kaiyuan.engines.llamacpp.embedding:LlamaCppEmbeddingEngine",
     "sentence_transformers": "kaiyuan.engines.sentence:SentenceTransformerEngine",
     "transformers": "kaiyuan.engines.hf_transformers:TransformersEngine",
 }

@@ -14,6 +14,10 @@ BACKENDS: dict[str, str] = {
     "safetensors": "transformers",
     "diffusers": "diffusers",
 }
+EMBEDDING_BACKENDS: dict[str, str] = {
+    "gguf": "llamacpp_embedding",
+    "safetensors": "sentence_transformers",
+}
 
 
 @dataclass(slots=True)
@@ -42,8 +46,8 @@ class ModelRecord:
 
     @property
     def backend(self) -> str:
-        if self.format == "safetensors" and self.capabilities == ["embedding"]:
-            return "sentence_transformers"
+        if self.capabilities == ["embedding"] and self.format in EMBEDDING_BACKENDS:
+            return EMBEDDING_BACKENDS[self.format]
         return BACKENDS[self.format]
 
     def public(self) -> dict[str, Any]:

@@ -40,7 +40,7 @@ _backend_ready = threading.Lock()
 _backend_initialised = False
 
 
-def _init_backend() -> None:
+def init_backend() -> None:
     global _backend_initialised
     with _backend_ready:
         if not _backend_initialised:
@@ -62,7 +62,7 @@ class LlamaCppEngine(Engine):
         created: int = 0,
         owned_by: str = "kaiyuan",
     ) -> None:
-        _init_backend()
+        init_backend()
         self._model = llx.LlamaModel(
             path_model=str(path), params=llama_cpp.llama_model_default_params(), verbose=False
         )
