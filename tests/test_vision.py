@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import functools
 import http.server
 import io
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +25,7 @@ from kaiyuan.chat import images
 from kaiyuan.errors import InvalidRequest
 from kaiyuan.store.store import Store
 from kaiyuan.tools.fetch import FetchRefused, fetch
-from tests.harness import KaiyuanServer
+from tests.harness import KAIYUAN, KaiyuanServer
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +39,7 @@ TEMPLATE = (
     "{% else %}{{ p['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+HF, GGUF = "tiny-qwen2.5-vl", "tiny-qwen2.5-vl-gguf"
 PATCH, MERGE = 14, 2
 UNIT = PATCH * MERGE  # image sides are resized to multiples of 28
 MIN_PIXELS, MAX_PIXELS = (2 * UNIT) ** 2, (4 * UNIT) ** 2
@@ -73,9 +77,9 @@ def tiny_qwen25_vl(folder: Path) -> Path:
             rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]},
         ),
         vision_config=dict(
-            depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32,
+            depth=4, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32,
             patch_size=PATCH, spatial_merge_size=MERGE, temporal_patch_size=2,
-            window_size=2 * UNIT, fullatt_block_indexes=[1],
+            window_size=2 * UNIT, fullatt_block_indexes=[1, 3],
         ),
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
@@ -111,22 +115,61 @@ def ask(url: str, text: str = "What is in this picture?") -> list[dict[str, Any]
     return [{"role": "user", "content": [image, {"type": "text", "text": text}]}]
 
 
+# llama.cpp's converter recognises tokenizers by a hash of known models' outputs; the tiny
+# tokenizer is byte-level BPE like Qwen's, so the conversion is told to treat it as one.
+CONVERT = """
+import runpy, sys
+sys.path[:0] = ["gguf-py", "."]
+from conversion import base, qwenvl
+base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "qwen2"
+qwenvl.Qwen2VLModel.set_vocab = lambda self: self._set_vocab_gpt2()
+sys.argv = ["convert_hf_to_gguf.py", *sys.argv[1:]]
+runpy.run_path("convert_hf_to_gguf.py", run_name="__main__")
+"""
+
+
+def to_gguf(folder: Path, out: Path) -> Path:
+    """The checkpoint as llama.cpp's converter writes it: a model GGUF and its projector."""
+    converter = Path(sys.prefix) / "llama.cpp-convert"
+    assert converter.exists(), f"{converter} is missing: `make test` fetches llama.cpp's converter"
+    out.mkdir(exist_ok=True)
+    for name, extra in (
+        ("tiny-qwen2.5-vl-f32.gguf", []),
+        ("mmproj-tiny-qwen2.5-vl-f32.gguf", ["--mmproj"]),
+    ):
+        subprocess.run(
+            [sys.executable, "-c", CONVERT, str(folder), "--outfile", str(out / name),
+             "--outtype", "f32", *extra],
+            cwd=converter, check=True, capture_output=True, env={"HF_HUB_OFFLINE": "1"},
+        )  # fmt: skip
+    return out
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KaiyuanServer]:
     home = tmp_path_factory.mktemp("vl-home")
     folder = tiny_qwen25_vl(tmp_path_factory.mktemp("qwen25vl"))
     record = Store(home).install("tiny-qwen2.5-vl", [folder], move=False, source="test")
     assert record.backend == "transformers" and "vision" in record.capabilities
+    gguf = to_gguf(folder, tmp_path_factory.mktemp("qwen25vl-gguf"))
+    model, projector = gguf / "tiny-qwen2.5-vl-f32.gguf", gguf / "mmproj-tiny-qwen2.5-vl-f32.gguf"
+    done = subprocess.run(
+        [KAIYUAN, "import", str(model), "--projector", str(projector), "--name", GGUF],
+        env={"KAIYUAN_HOME": str(home)}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    record = Store(home).get(GGUF)
+    assert record.backend == "llamacpp" and "vision" in record.capabilities
     args = ["--threads", "1", "--max-image-pixels", "1000000", "--max-images", "2"]
     with KaiyuanServer(home=home, args=args) as running:
         yield running
 
 
-def create(server: KaiyuanServer, messages: list[dict[str, Any]], **options: Any) -> Any:
+def create(
+    server: KaiyuanServer, messages: list[dict[str, Any]], model: str = HF, **options: Any
+) -> Any:
     options = {"max_tokens": 6, "temperature": 0, **options}
-    return server.client().chat.completions.create(
-        model="tiny-qwen2.5-vl", messages=messages, **options
-    )  # type: ignore[call-overload]
+    return server.client().chat.completions.create(model=model, messages=messages, **options)  # type: ignore[call-overload]
 
 
 def test_image_tokens_follow_the_processors_resizing(server: KaiyuanServer) -> None:
@@ -141,20 +184,24 @@ def test_image_tokens_follow_the_processors_resizing(server: KaiyuanServer) -> N
         assert reply.choices[0].finish_reason in ("stop", "length")
 
 
-def test_streaming_with_an_image_matches_non_streaming(server: KaiyuanServer) -> None:
+@pytest.mark.parametrize("model", [HF, GGUF])
+def test_streaming_with_an_image_matches_non_streaming(server: KaiyuanServer, model: str) -> None:
     messages = ask(data_url(png(80, 60)))
-    whole = create(server, messages, logit_bias={"2": -100}).choices[0].message.content
+    whole = create(server, messages, model, logit_bias={"2": -100}).choices[0].message.content
     parts = "".join(
         c.choices[0].delta.content or ""
-        for c in create(server, messages, logit_bias={"2": -100}, stream=True)
+        for c in create(server, messages, model, logit_bias={"2": -100}, stream=True)
         if c.choices
     )
     assert whole and parts == whole
 
 
-def test_the_pixels_reach_the_model(server: KaiyuanServer) -> None:
+@pytest.mark.parametrize("model", [HF, GGUF])
+def test_the_pixels_reach_the_model(server: KaiyuanServer, model: str) -> None:
     def first_logprob(color: tuple[int, int, int]) -> float:
-        reply = create(server, ask(data_url(png(56, 56, color))), logprobs=True, max_tokens=1)
+        reply = create(
+            server, ask(data_url(png(56, 56, color))), model, logprobs=True, max_tokens=1
+        )
         return reply.choices[0].logprobs.content[0].logprob
 
     assert first_logprob((255, 0, 0)) == first_logprob((255, 0, 0))
@@ -252,3 +299,22 @@ def test_http_images_are_fetched_within_limits(image_site: str) -> None:
         assert words in err.value.message
     with pytest.raises(FetchRefused):  # the default fetcher refuses loopback (T16)
         load("/red.png")
+
+
+def test_gguf_images_cost_mtmds_tokens_and_batch_beside_text(server: KaiyuanServer) -> None:
+    """llama.cpp resizes by its own rules (here a 56x56 image becomes 9 tokens); a request with
+    an image generates beside text-only ones and answers as it does alone (greedy)."""
+    text_only = create(server, [{"role": "user", "content": "What is in this picture?"}], GGUF)
+    small = create(server, ask(data_url(png(56, 56))), GGUF).usage.prompt_tokens
+    large = create(server, ask(data_url(png(224, 224))), GGUF).usage.prompt_tokens
+    assert text_only.usage.prompt_tokens < small < large
+    messages = ask(data_url(png(90, 70, (20, 40, 250))))
+    alone = create(server, messages, GGUF, max_tokens=12, logit_bias={"2": -100})
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        texts = [pool.submit(create, server, [{"role": "user", "content": f"Say {i}"}], GGUF,
+                             max_tokens=12) for i in range(3)]  # fmt: skip
+        beside = pool.submit(create, server, messages, GGUF, max_tokens=12, logit_bias={"2": -100})
+        assert all(t.result().choices[0].message.content is not None for t in texts)
+    assert beside.result().choices[0].message.content == alone.choices[0].message.content
+    again = create(server, messages, GGUF, max_tokens=12, logit_bias={"2": -100})
+    assert again.usage.prompt_tokens_details.cached_tokens == 0  # images are never reused

@@ -107,8 +107,9 @@ def _message(
 def _content(
     index: int, message: ChatMessage, info: ModelInfo, images: list[ImageRef]
 ) -> str | list[dict[str, Any]]:
-    """Text, or for a vision model with images, the parts as HF templates take them
-    (``{"type": "image"}`` where each image goes, which the template turns into its markers)."""
+    """Text, or for a vision model with images, the parts as HF templates take them:
+    ``{"type": "image"}`` where each image goes (the template writes the model's markers), or
+    the engine's own placeholder text (llama.cpp's mtmd marker)."""
     content = message.content
     if not isinstance(content, list):
         return content or ""
@@ -125,7 +126,8 @@ def _content(
     for j, part in enumerate(content):
         if isinstance(part, ImagePart):
             images.append(ImageRef(part.image_url.url, f"messages[{index}].content[{j}]"))
-            parts.append({"type": "image"})
+            marker = info.image_placeholder
+            parts.append({"type": "image"} if marker is None else {"type": "text", "text": marker})
         else:
             parts.append({"type": "text", "text": part.text})
     return parts

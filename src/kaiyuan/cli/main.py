@@ -162,11 +162,17 @@ def pull(ref: str, name: str | None, **options: Any) -> None:
 @click.option(
     "--trust-remote-code", is_flag=True, help="Accept a model that needs custom Python code."
 )
+@click.option(
+    "--projector",
+    type=click.Path(path_type=Path),
+    help="A GGUF model's vision projector (mmproj-*.gguf), stored beside it.",
+)
 @click.option("--licence", help="Licence to record (default: what the files say).")
 @click.option("--publisher", help="Publisher to record.")
 @friendly
 def import_command(path: Path, name: str | None, **options: Any) -> None:
-    """Add a local GGUF file, Hugging Face model folder or diffusers pipeline folder."""
+    """Add a local GGUF file (with --projector for images), Hugging Face model folder or
+    diffusers pipeline folder."""
     from kaiyuan.cli import store
 
     store.import_model(load_settings(), path, name, **options)

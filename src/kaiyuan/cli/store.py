@@ -13,6 +13,7 @@ from rich.table import Table
 
 from kaiyuan.config import Settings
 from kaiyuan.errors import InvalidRequest
+from kaiyuan.store.inspect import is_projector
 from kaiyuan.store.names import id_from
 from kaiyuan.store.records import ModelRecord
 from kaiyuan.store.store import Store
@@ -105,16 +106,29 @@ def import_model(
     trust_remote_code: bool,
     licence: str | None,
     publisher: str | None,
+    projector: Path | None = None,
 ) -> ModelRecord:
     source = path.expanduser().resolve()
     if not source.exists():
         raise InvalidRequest(f"'{path}' does not exist", param="path")
+    sources = [source]
+    if projector is not None:
+        extra = projector.expanduser().resolve()
+        if not (source.suffix == ".gguf" and extra.suffix == ".gguf" and extra.is_file()):
+            raise InvalidRequest(
+                "--projector takes a .gguf file, for a .gguf model", param="projector"
+            )
+        if not is_projector(extra.name):
+            raise InvalidRequest(
+                f"'{projector}' is not named like a projector (mmproj-*.gguf)", param="projector"
+            )
+        sources.append(extra)
     model_id = (
         name if name is not None else id_from(source.stem if source.is_file() else source.name)
     )
     record = Store(settings.home).install(
         model_id,
-        [source],
+        sources,
         move=False,
         source=f"import:{source}",
         licence=licence,

@@ -125,6 +125,9 @@ class ModelInfo:
     capabilities: tuple[str, ...] = ("chat", "completion")
     created: int = 0
     owned_by: str = "kaiyuan"
+    # How an image appears to the chat template: None = an HF-style {"type": "image"} part
+    # (the template writes the model's markers); a string = that text in its place.
+    image_placeholder: str | None = None
 
 
 @dataclass(slots=True, frozen=True)

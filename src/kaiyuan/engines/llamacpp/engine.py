@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from kaiyuan.engines.base import (
 from kaiyuan.engines.jobs import Admission, Job, events
 from kaiyuan.engines.llamacpp import sampling
 from kaiyuan.engines.llamacpp.scheduler import Scheduler
+from kaiyuan.engines.llamacpp.vision import Projector, find_projector
 from kaiyuan.errors import EngineFailure
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,8 @@ class LlamaCppEngine(Engine):
         self._ctx = llx.LlamaContext(model=self._model, params=cparams, verbose=False)
         self._vocab = sampling.Vocabulary(self._model.vocab, self._model.n_vocab())
         meta = self._model.metadata()
+        projector = find_projector(path)
+        self._projector = Projector(projector, self._model.model, n_threads) if projector else None
         self.info = ModelInfo(
             id=model_id,
             backend="llamacpp",
@@ -87,8 +91,10 @@ class LlamaCppEngine(Engine):
             bos_token=self._token_text(self._model.token_bos()),
             eos_token=self._token_text(self._model.token_eos()),
             vocab_size=self._vocab.size,
+            capabilities=("chat", "completion") + (("vision",) if self._projector else ()),
             created=created,
             owned_by=owned_by,
+            image_placeholder=self._projector.marker if self._projector else None,
         )
         self.scheduler = Scheduler(
             ctx=self._ctx.ctx,
@@ -97,6 +103,7 @@ class LlamaCppEngine(Engine):
             n_batch=int(cparams.n_batch),
             slot_context=slot_context,
             model_id=model_id,
+            projector=self._projector,
         )
         self._admission = Admission(parallel + max_queue)
         self._dead = False
@@ -120,6 +127,12 @@ class LlamaCppEngine(Engine):
             tokens = tokens[1:]  # the template already wrote BOS
         return tokens
 
+    def encode(self, text: str, images: Sequence[Any]) -> tuple[list[int], Any]:
+        if not images or self._projector is None:
+            return super().encode(text, images)  # text, or the 400 naming capabilities
+        prompt = self._projector.tokenize(text, images)
+        return prompt.tokens, prompt
+
     def generate(self, prompt: list[int], params: SamplingParams, media: Any = None) -> EventStream:
         if not self.alive:
             raise EngineFailure(f"the engine for model '{self.info.id}' is not running")
@@ -127,7 +140,7 @@ class LlamaCppEngine(Engine):
         if params.grammar is not None:
             sampling.grammar_chain(self._vocab, params.grammar).close()  # does it parse? (400)
         self._admission.admit(self.info.id)
-        job = Job(list(prompt), params, asyncio.get_running_loop())
+        job = Job(list(prompt), params, asyncio.get_running_loop(), media=media)
         self.scheduler.jobs.put(job)
         return AdmittedStream(events(job), on_close=lambda: self._release(job))
 
@@ -138,6 +151,8 @@ class LlamaCppEngine(Engine):
     async def aclose(self) -> None:
         self.scheduler.jobs.put(None)
         await asyncio.to_thread(self._worker.join, 10)
+        if self._projector is not None:
+            self._projector.close()
         self._ctx.close()
         self._model.close()
 

@@ -25,6 +25,7 @@ from llama_cpp import _internals as llx
 from kaiyuan.engines.base import Finish
 from kaiyuan.engines.jobs import Job
 from kaiyuan.engines.llamacpp import sampling
+from kaiyuan.engines.llamacpp.vision import Projector
 from kaiyuan.engines.textstream import TextStream
 from kaiyuan.errors import EngineFailure
 
@@ -46,6 +47,13 @@ class Slot:
     next_token: int | None = None  # sampled, to be decoded in the next step
     logits_at: int = -1  # batch index of this slot's logits in the current step
     idle_since: int = 0
+    # Positions past the tokens: a prompt with images (read by mtmd) is not kept as tokens,
+    # and its images may take fewer positions than cache cells (M-RoPE).
+    shift: int = 0
+
+    @property
+    def next_pos(self) -> int:
+        return len(self.tokens) + self.shift
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -67,6 +75,7 @@ class Scheduler:
         n_batch: int,
         slot_context: int,
         model_id: str,
+        projector: Projector | None = None,
     ) -> None:
         self.ctx = ctx
         self.vocab = vocab
@@ -75,6 +84,7 @@ class Scheduler:
         self.n_batch = n_batch
         self.slot_context = slot_context
         self.model_id = model_id
+        self.projector = projector
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self.jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self.waiting: deque[Job] = deque()
@@ -131,6 +141,9 @@ class Scheduler:
             self._start(slot, job)
 
     def _start(self, slot: Slot, job: Job) -> None:
+        if job.media is not None:
+            self._start_media(slot, job)
+            return
         limit = len(job.prompt) - 1  # at least one token is evaluated, for its logits
         keep = min(common_prefix(slot.tokens, job.prompt), limit)
         donor = max(
@@ -156,6 +169,25 @@ class Scheduler:
         slot.produced = 0
         slot.next_token = None
 
+    def _start_media(self, slot: Slot, job: Job) -> None:
+        """A prompt with images: mtmd reads it into the slot now (alone, not batched; never
+        reused by a later request), then the slot generates in the shared batch."""
+        assert self.projector is not None
+        llama_cpp.llama_memory_seq_rm(self.memory, slot.seq, 0, -1)
+        slot.tokens, slot.pending, slot.next_token = [], [], None
+        slot.job = job
+        slot.sampler = sampling.sampler(self.vocab, job.params, self.slot_context)
+        slot.text = TextStream(stop=job.params.stop)
+        slot.produced = 0
+        try:
+            slot.shift = job.media.evaluate(self.projector, self.ctx, slot.seq, self.n_batch)
+        except RuntimeError:
+            log.exception("reading a prompt with images failed in model %s", self.model_id)
+            job.send(EngineFailure("the engine could not read the images"))
+            self._release(slot, keep_cache=False)
+            return
+        self._sample(slot, -1)  # the logits of the prompt's last token
+
     # --- one step: a single decode for every active sequence ------------------------------
     def _step(self) -> None:
         self.steps += 1
@@ -163,7 +195,7 @@ class Scheduler:
         batch.n_tokens = 0
         for slot in self.slots:
             if slot.job is not None and slot.next_token is not None:
-                slot.logits_at = self._add(slot.next_token, len(slot.tokens), slot.seq, True)
+                slot.logits_at = self._add(slot.next_token, slot.next_pos, slot.seq, True)
                 slot.tokens.append(slot.next_token)
                 slot.next_token = None
         for slot in self.slots:  # prompt chunks fill the rest of the batch
@@ -173,7 +205,7 @@ class Scheduler:
             chunk, slot.pending = slot.pending[:room], slot.pending[room:]
             for i, token in enumerate(chunk):
                 last = not slot.pending and i == len(chunk) - 1
-                index = self._add(token, len(slot.tokens), slot.seq, last)
+                index = self._add(token, slot.next_pos, slot.seq, last)
                 slot.tokens.append(token)
                 if last:
                     slot.logits_at = index
@@ -240,9 +272,9 @@ class Scheduler:
     def _release(self, slot: Slot, *, keep_cache: bool) -> None:
         if slot.sampler is not None:
             slot.sampler.close()
-        if not keep_cache:
+        if not keep_cache or slot.shift:  # a cache holding images cannot be matched again
             llama_cpp.llama_memory_seq_rm(self.memory, slot.seq, 0, -1)
-            slot.tokens = []
+            slot.tokens, slot.shift = [], 0
         slot.job, slot.sampler, slot.text = None, None, None
         slot.pending, slot.next_token, slot.logits_at = [], None, -1
         slot.idle_since = self.steps
@@ -274,7 +306,7 @@ class Scheduler:
             if not mine:
                 continue
             del slot.tokens[len(slot.tokens) - len(mine) :]
-            llama_cpp.llama_memory_seq_rm(self.memory, slot.seq, len(slot.tokens), -1)
+            llama_cpp.llama_memory_seq_rm(self.memory, slot.seq, slot.next_pos, -1)
             if slot.job is not None:
                 if len(mine) == 1 and not slot.pending and slot.produced:
                     slot.next_token = mine[0]  # a generating sequence's last token
