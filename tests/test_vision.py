@@ -238,6 +238,8 @@ def test_bad_images_are_400s_naming_capabilities(
     body = err.value.body
     assert isinstance(body, dict) and body["param"] == "messages[0].content[0]"
     assert words in body["message"] and "vision" in body["message"]
+    for leak in ("Traceback", 'File "', " object at 0x", "site-packages"):  # T8
+        assert leak not in body["message"]
 
 
 def test_loopback_image_urls_are_refused(server: KaiyuanServer) -> None:
