@@ -4,8 +4,12 @@ end."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -208,3 +212,36 @@ def test_json_object_and_forced_tool_call(server: KaiyuanServer) -> None:
     assert call.function.name == "get_weather"  # type: ignore[union-attr]
     args = json.loads(call.function.arguments)  # type: ignore[union-attr]
     assert set(args) == {"city"} and isinstance(args["city"], str)
+
+
+def test_a_closed_stream_cancels_its_generation(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In process: the tiny model writes ~1000 tokens a second, faster than a server notices a
+    disconnect, so the engine's own cancellation is checked directly."""
+    from kaiyuan.engines.base import Delta, Finish, SamplingParams
+    from kaiyuan.engines.hf_transformers import TransformersEngine
+
+    engine = TransformersEngine(model_id="t", path=tiny_checkpoint(tmp_path, "qwen3"), threads=1)
+    prompt = engine.tokenize("<|im_start|>user\nGo on<|im_end|>\n<|im_start|>assistant\n")
+    endless = SamplingParams(max_tokens=900, temperature=0, logit_bias=((2, -100.0),))
+
+    async def scenario() -> int:
+        stream = engine.generate(prompt, endless)
+        seen = 0
+        async for event in stream:
+            assert isinstance(event, Delta)
+            seen += 1
+            if seen == 3:
+                break
+        await stream.aclose()
+        assert engine.in_flight == 0
+        events = [e async for e in engine.generate(prompt, replace(endless, max_tokens=4))]
+        assert isinstance(events[-1], Finish) and events[-1].completion_tokens == 4
+        await engine.aclose()
+        return seen
+
+    with caplog.at_level(logging.INFO, logger="kaiyuan.engines.hf_transformers"):
+        assert asyncio.run(scenario()) == 3
+    found = re.search(r"status=cancelled .*completion_tokens=(\d+)", caplog.text)
+    assert found is not None and int(found.group(1)) < 900, caplog.text
