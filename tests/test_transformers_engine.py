@@ -93,6 +93,33 @@ def tiny_checkpoint(folder: Path, kind: str) -> Path:
     return folder
 
 
+CUSTOM_CODE = '''"""A model that ships its own code (auto_map): a renamed Qwen2."""
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+
+class TinyCustomConfig(Qwen2Config):
+    model_type = "tiny-custom"
+
+
+class TinyCustomForCausalLM(Qwen2ForCausalLM):
+    config_class = TinyCustomConfig
+'''
+
+
+def custom_code_checkpoint(folder: Path) -> Path:
+    tiny_checkpoint(folder, "qwen2")
+    (folder / "modeling_tiny.py").write_text(CUSTOM_CODE)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(
+        model_type="tiny-custom",
+        architectures=["TinyCustomForCausalLM"],
+        auto_map={"AutoConfig": "modeling_tiny.TinyCustomConfig",
+                  "AutoModelForCausalLM": "modeling_tiny.TinyCustomForCausalLM"},
+    )  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KaiyuanServer]:
     home = tmp_path_factory.mktemp("hf-home")
@@ -102,6 +129,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KaiyuanServer]:
         record = store.install(f"tiny-{kind}", [folder], move=False, source="test")
         assert record.format == "safetensors" and record.backend == "transformers"
         assert {"chat", "completion"} <= set(record.capabilities)
+    custom = custom_code_checkpoint(tmp_path_factory.mktemp("custom"))
+    store.install("tiny-custom", [custom], move=False, source="test", trust_remote_code=True)
     with KaiyuanServer(home=home, args=["--threads", "1"]) as running:
         yield running
 
@@ -245,3 +274,12 @@ def test_a_closed_stream_cancels_its_generation(
         assert asyncio.run(scenario()) == 3
     found = re.search(r"status=cancelled .*completion_tokens=(\d+)", caplog.text)
     assert found is not None and int(found.group(1)) < 900, caplog.text
+
+
+def test_custom_code_runs_only_when_imported_with_trust(server: KaiyuanServer) -> None:
+    """Imported with --trust-remote-code, the model's own code is what loads (it has no
+    built-in class in transformers); without that flag the store refuses it (test_store)."""
+    reply = server.client().chat.completions.create(
+        model="tiny-custom", messages=[{"role": "user", "content": "Hello"}], max_tokens=3
+    )
+    assert reply.usage is not None and reply.usage.completion_tokens <= 3

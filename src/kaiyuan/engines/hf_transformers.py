@@ -63,6 +63,7 @@ class TransformersEngine(Engine):
         max_queue: int = 16,
         created: int = 0,
         owned_by: str = "kaiyuan",
+        trust_remote_code: bool = False,
         **_: Any,  # llama.cpp-only options (parallel slots)
     ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a store folder, never a hub
@@ -71,7 +72,7 @@ class TransformersEngine(Engine):
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         cuda_bf16 = self.device == "cuda" and torch.cuda.is_bf16_supported()
         self.dtype = torch.bfloat16 if cuda_bf16 else torch.float32
-        local: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
+        local: dict[str, Any] = {"local_files_only": True, "trust_remote_code": trust_remote_code}
         config = AutoConfig.from_pretrained(str(path), **local)
         vision = getattr(config, "vision_config", None) is not None
         self._tok: Any = AutoTokenizer.from_pretrained(str(path), **local)

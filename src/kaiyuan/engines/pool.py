@@ -182,6 +182,8 @@ class EnginePool:
                 parallel=self.settings.parallel,
                 created=_epoch(record.added),
                 owned_by=record.publisher or "kaiyuan",
+                # only a model imported or pulled with --trust-remote-code runs its own code
+                trust_remote_code=record.trust_remote_code,
             )
         except Exception as exc:
             log.exception("loading %s failed", record.id)

@@ -25,6 +25,7 @@ class SentenceTransformerEngine(Engine):
         threads: int | None = None,
         created: int = 0,
         owned_by: str = "kaiyuan",
+        trust_remote_code: bool = False,
         **_: Any,  # chat-engine options (context, queue, slots) do not apply
     ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local folders only, never a hub
@@ -34,7 +35,7 @@ class SentenceTransformerEngine(Engine):
         if threads:
             torch.set_num_threads(threads)
         self._model: Any = SentenceTransformer(
-            str(path), device="cpu", local_files_only=True, trust_remote_code=False
+            str(path), device="cpu", local_files_only=True, trust_remote_code=trust_remote_code
         )
         self._model.eval()
         self._lock = threading.Lock()

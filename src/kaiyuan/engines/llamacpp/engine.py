@@ -63,6 +63,7 @@ class LlamaCppEngine(Engine):
         parallel: int = 4,
         created: int = 0,
         owned_by: str = "kaiyuan",
+        **_: Any,  # options of other backends (trust_remote_code)
     ) -> None:
         init_backend()
         self._model = llx.LlamaModel(
