@@ -1,22 +1,20 @@
 """Embedding models through sentence-transformers (torch, imported only when one loads).
 
 One model instance serves requests one batch at a time on a worker thread (torch releases the
-GIL while it computes), so the event loop keeps serving chat meanwhile.
+GIL while it computes; see ``EmbeddingEngine``), so the event loop keeps serving chat.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
-from kaiyuan.engines.base import Embeddings, Engine, EventStream, ModelInfo, SamplingParams
-from kaiyuan.errors import ContextLengthExceeded, InvalidRequest
+from kaiyuan.engines.base import ModelInfo
+from kaiyuan.engines.embeddings import EmbeddingEngine
 
 
-class SentenceTransformerEngine(Engine):
+class SentenceTransformerEngine(EmbeddingEngine):
     def __init__(
         self,
         *,
@@ -38,8 +36,7 @@ class SentenceTransformerEngine(Engine):
             str(path), device="cpu", local_files_only=True, trust_remote_code=trust_remote_code
         )
         self._model.eval()
-        self._lock = threading.Lock()
-        self._busy = 0
+        super().__init__()
         self.dimensions = int(self._model.get_sentence_embedding_dimension() or 0)
         self.max_tokens = int(self._model.max_seq_length or 512)
         self.info = ModelInfo(
@@ -53,10 +50,6 @@ class SentenceTransformerEngine(Engine):
         )
 
     @property
-    def in_flight(self) -> int:
-        return self._busy
-
-    @property
     def alive(self) -> bool:
         return True
 
@@ -64,34 +57,10 @@ class SentenceTransformerEngine(Engine):
         ids: list[int] = self._model.tokenizer(text, add_special_tokens=add_special)["input_ids"]
         return ids
 
-    def generate(self, prompt: list[int], params: SamplingParams, media: Any = None) -> EventStream:
-        raise InvalidRequest(
-            f"model '{self.info.id}' is an embedding model (its capabilities: embedding); "
-            "use /v1/embeddings",
-            param="model",
-        )
-
-    async def embed(self, texts: list[str]) -> Embeddings:
-        counts = [len(self.tokenize(t)) for t in texts]
-        for i, count in enumerate(counts):
-            if count > self.max_tokens:
-                raise ContextLengthExceeded(
-                    f"input[{i}] has {count} tokens; model '{self.info.id}' reads at most "
-                    f"{self.max_tokens}",
-                    param="input",
-                )
-        self._busy += 1
-        try:
-            vectors = await asyncio.to_thread(self._encode, texts)
-        finally:
-            self._busy -= 1
-        return Embeddings(vectors=vectors, prompt_tokens=sum(counts))
-
     def _encode(self, texts: list[str]) -> list[list[float]]:
-        with self._lock:
-            array = self._model.encode(
-                texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True
-            )
+        array = self._model.encode(
+            texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True
+        )
         return [[float(x) for x in row] for row in array]
 
     async def aclose(self) -> None:

@@ -9,19 +9,17 @@ silently truncated.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
-from kaiyuan.engines.base import Embeddings, Engine, EventStream, ModelInfo, SamplingParams
+from kaiyuan.engines.base import ModelInfo
+from kaiyuan.engines.embeddings import EmbeddingEngine
 from kaiyuan.engines.llamacpp.engine import DEFAULT_CONTEXT_CAP, init_backend
-from kaiyuan.errors import ContextLengthExceeded, InvalidRequest
 from kaiyuan.store.inspect import inspect_gguf
 
 
-class LlamaCppEmbeddingEngine(Engine):
+class LlamaCppEmbeddingEngine(EmbeddingEngine):
     def __init__(
         self,
         *,
@@ -47,8 +45,7 @@ class LlamaCppEmbeddingEngine(Engine):
             n_threads=threads or os.cpu_count() or 1,
             verbose=False,
         )
-        self._lock = threading.Lock()
-        self._busy = 0
+        super().__init__()
         self.info = ModelInfo(
             id=model_id,
             backend="llamacpp_embedding",
@@ -60,10 +57,6 @@ class LlamaCppEmbeddingEngine(Engine):
         )
 
     @property
-    def in_flight(self) -> int:
-        return self._busy
-
-    @property
     def alive(self) -> bool:
         return self._llama is not None
 
@@ -71,32 +64,8 @@ class LlamaCppEmbeddingEngine(Engine):
         tokens: list[int] = self._llama.tokenize(text.encode(), add_bos=add_special, special=True)
         return tokens
 
-    def generate(self, prompt: list[int], params: SamplingParams, media: Any = None) -> EventStream:
-        raise InvalidRequest(
-            f"model '{self.info.id}' is an embedding model (its capabilities: embedding); "
-            "use /v1/embeddings",
-            param="model",
-        )
-
-    async def embed(self, texts: list[str]) -> Embeddings:
-        counts = [len(self.tokenize(t)) for t in texts]
-        for i, count in enumerate(counts):
-            if count > self.max_tokens:
-                raise ContextLengthExceeded(
-                    f"input[{i}] has {count} tokens; model '{self.info.id}' reads at most "
-                    f"{self.max_tokens}",
-                    param="input",
-                )
-        self._busy += 1
-        try:
-            vectors = await asyncio.to_thread(self._encode, texts)
-        finally:
-            self._busy -= 1
-        return Embeddings(vectors=vectors, prompt_tokens=sum(counts))
-
     def _encode(self, texts: list[str]) -> list[list[float]]:
-        with self._lock:
-            vectors = self._llama.embed(texts, normalize=True, truncate=False)
+        vectors = self._llama.embed(texts, normalize=True, truncate=False)
         return [[float(x) for x in row] for row in vectors]
 
     async def aclose(self) -> None:

@@ -1,0 +1,56 @@
+"""What every embedding backend shares: inputs checked against the model's limit (a 400, never
+silent truncation), one batch at a time on a worker thread (the event loop keeps serving), and
+the 400 for chat requests. Backends supply ``tokenize`` and ``_encode``."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import threading
+from typing import Any
+
+from kaiyuan.engines.base import Embeddings, Engine, EventStream, SamplingParams
+from kaiyuan.errors import ContextLengthExceeded, InvalidRequest
+
+
+class EmbeddingEngine(Engine):
+    max_tokens: int
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._busy = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._busy
+
+    def generate(self, prompt: list[int], params: SamplingParams, media: Any = None) -> EventStream:
+        raise InvalidRequest(
+            f"model '{self.info.id}' is an embedding model (its capabilities: embedding); "
+            "use /v1/embeddings",
+            param="model",
+        )
+
+    async def embed(self, texts: list[str]) -> Embeddings:
+        counts = [len(self.tokenize(t)) for t in texts]
+        for i, count in enumerate(counts):
+            if count > self.max_tokens:
+                raise ContextLengthExceeded(
+                    f"input[{i}] has {count} tokens; model '{self.info.id}' reads at most "
+                    f"{self.max_tokens}",
+                    param="input",
+                )
+        self._busy += 1
+        try:
+            vectors = await asyncio.to_thread(self._locked_encode, texts)
+        finally:
+            self._busy -= 1
+        return Embeddings(vectors=vectors, prompt_tokens=sum(counts))
+
+    def _locked_encode(self, texts: list[str]) -> list[list[float]]:
+        with self._lock:
+            return self._encode(texts)
+
+    @abc.abstractmethod
+    def _encode(self, texts: list[str]) -> list[list[float]]:
+        """L2-normalised vectors, one per text (called on a worker thread, one at a time)."""
