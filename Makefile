@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 # Debian packages the build and the tests need (installed only when missing).
-DEB_PACKAGES := build-essential cmake
+DEB_PACKAGES := build-essential cmake bubblewrap
 
 .PHONY: install serve test lint bench clean system-deps
 
