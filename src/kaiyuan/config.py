@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
@@ -98,6 +98,35 @@ class Settings(BaseSettings):
     ms_endpoint: str = Field("https://www.modelscope.cn", description="ModelScope hub URL.")
     hub_timeout: float = Field(
         20.0, gt=0, description="Seconds to wait for a hub before giving up (per request)."
+    )
+    # --- the agent and its tools ---------------------------------------------------------------
+    sandbox_seconds: float = Field(
+        10.0, gt=0, le=600, description="Wall-clock (and CPU) seconds one code run may take."
+    )
+    sandbox_memory_mb: int = Field(
+        512, ge=32, description="Address space, in MiB, one code run may use."
+    )
+    search_provider: Literal["duckduckgo", "searxng", "docs"] = Field(
+        "duckduckgo", description="Web search: duckduckgo (no key), searxng (searxng_url), docs."
+    )
+    searxng_url: str | None = Field(None, description="A SearXNG instance, e.g. http://host:8888")
+    search_cache_seconds: float = Field(
+        3600.0, ge=0, description="Seconds a search result is reused from the cache."
+    )
+    fetch_max_bytes: int = Field(
+        5 * 1024 * 1024, ge=1024, description="Largest page the fetch tool reads."
+    )
+    fetch_timeout: float = Field(15.0, gt=0, description="Seconds the fetch tool may take.")
+    fetch_allow_private: bool = Field(
+        False,
+        description="Let the fetch tool reach private and loopback addresses (an intranet); "
+        "off by default, so a page or a model cannot make kaiyuan reach this machine.",
+    )
+    agent_max_steps: int = Field(8, ge=1, le=100, description="Model calls per agent run.")
+    agent_max_seconds: float = Field(300.0, gt=0, description="Seconds per agent run.")
+    agent_allowed_tools: list[str] = Field(
+        default_factory=list,
+        description="Tools with side effects (MCP tools) the agent may run without asking.",
     )
 
     @field_validator("models", mode="before")

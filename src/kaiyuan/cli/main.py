@@ -1,4 +1,5 @@
-"""``kaiyuan``: serve, chat, models. Errors print as one readable line, never a traceback."""
+"""``kaiyuan``: serve, chat, models, tools, docs. Errors print as one readable line, never a
+traceback."""
 
 from __future__ import annotations
 
@@ -176,6 +177,53 @@ def import_command(path: Path, name: str | None, **options: Any) -> None:
     from kaiyuan.cli import store
 
     store.import_model(load_settings(), path, name, **options)
+
+
+@cli.command(name="tool")
+@click.argument("name")
+@click.argument("arguments", default="{}")
+@friendly
+def tool_command(name: str, arguments: str) -> None:
+    """Run one agent tool alone and print its JSON result, e.g.
+    kaiyuan tool code '{"code": "print(6 * 7)"}'  (tools: code, fetch, search, files)."""
+    from kaiyuan.cli import agent
+
+    agent.run_tool(load_settings(), name, arguments)
+
+
+@cli.group()
+def docs() -> None:
+    """Your documents, indexed for the agent's `files` tool (PDF, DOCX, HTML, Markdown, text)."""
+
+
+@docs.command(name="add")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@friendly
+def docs_add(paths: tuple[Path, ...]) -> None:
+    """Index files or folders (re-adding a changed file replaces it)."""
+    from kaiyuan.cli import agent
+
+    agent.docs_add(load_settings(), list(paths))
+
+
+@docs.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@friendly
+def docs_list(as_json: bool) -> None:
+    """The indexed documents."""
+    from kaiyuan.cli import agent
+
+    agent.docs_list(load_settings(), as_json=as_json)
+
+
+@docs.command(name="rm")
+@click.argument("source")
+@friendly
+def docs_rm(source: str) -> None:
+    """Remove a document from the index (by its path)."""
+    from kaiyuan.cli import agent
+
+    agent.docs_rm(load_settings(), source)
 
 
 def main() -> None:
