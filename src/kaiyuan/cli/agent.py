@@ -1,15 +1,139 @@
-"""The agent's commands: run a tool alone, manage the document index."""
+"""The agent's commands: run the agent, its traces, a tool alone, the document index."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import click
 
 from kaiyuan.config import Settings
 from kaiyuan.errors import InvalidRequest
 from kaiyuan.tools import base
+
+DEFAULT_TOOLS = ("search", "fetch", "code", "files")
+
+
+def run_agent(
+    settings: Settings, task: str, *, model: str | None, url: str | None, tools: str | None
+) -> None:
+    import openai
+
+    from kaiyuan.agent.loop import Agent, AnswerEvent, ToolCallEvent, ToolResultEvent
+    from kaiyuan.agent.traces import Traces
+    from kaiyuan.cli.chat import _base_url, _default_model, embedded_server
+
+    names = [t.strip() for t in (tools or ",".join(DEFAULT_TOOLS)).split(",") if t.strip()]
+    chosen = [base.builtin(name) for name in names]
+    if url is None and model is not None:
+        settings = settings.model_copy(update={"models": [model]})
+    endpoint = contextlib.nullcontext(_base_url(url)) if url else embedded_server(settings)
+    traces = Traces(settings.home)
+    try:
+        with endpoint as base_url:
+            model = model or _default_model(openai.OpenAI(base_url=base_url, api_key="kaiyuan"))
+            client = openai.AsyncOpenAI(base_url=base_url, api_key="kaiyuan", max_retries=1)
+            agent = Agent(client, model, chosen, settings, traces=traces, confirm=_ask)
+
+            async def drive() -> AnswerEvent | None:
+                final = None
+                async for event in agent.run(task):
+                    if isinstance(event, ToolCallEvent):
+                        click.echo(f"→ {event.name} {event.arguments}", err=True)
+                    elif isinstance(event, ToolResultEvent):
+                        click.echo(f"← {event.name}: {_summary(event)}", err=True)
+                    else:
+                        final = event
+                return final
+
+            answer = asyncio.run(drive())
+    finally:
+        traces.close()
+    if answer is None:
+        return
+    click.echo(answer.text)
+    for source in answer.citations:
+        click.echo(f"[{source.ref}] {source.title} — {source.url}")
+    if answer.stop_reason:
+        click.echo(f"(stopped: {answer.stop_reason})", err=True)
+    click.echo(f"trace: {answer.run_id}", err=True)
+
+
+async def _ask(name: str, arguments: dict[str, Any]) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    question = f"Allow the tool '{name}' to run with {json.dumps(arguments)}?"
+    return bool(await asyncio.to_thread(click.confirm, question, default=False, err=True))
+
+
+def _summary(event: Any) -> str:
+    if event.error:
+        return f"error: {event.error}"
+    output = event.output
+    if isinstance(output.get("results"), list):
+        return f"{len(output['results'])} results"
+    if "exit_code" in output:
+        return f"exit {output['exit_code']}, {len(output.get('stdout', ''))} chars of output"
+    if "text" in output:
+        return f"{len(output['text'])} chars from {output.get('url', '')}"
+    return "done"
+
+
+def list_traces(settings: Settings, *, as_json: bool) -> None:
+    from kaiyuan.agent.traces import Traces
+
+    traces = Traces(settings.home)
+    try:
+        runs = traces.runs()
+    finally:
+        traces.close()
+    if as_json:
+        click.echo(json.dumps(runs, ensure_ascii=False, indent=2))
+        return
+    if not runs:
+        click.echo('no agent runs yet: kaiyuan agent "a task"')
+    for run in runs:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run["created"]))
+        task = run["task"] if len(run["task"]) <= 60 else run["task"][:57] + "..."
+        click.echo(f"{run['id'][:12]}  {when}  {run['status']:9}  {run['steps']:3} steps  "
+                   f"{run['model']}  {task}")  # fmt: skip
+
+
+def show_trace(settings: Settings, run_id: str, *, as_json: bool) -> None:
+    from kaiyuan.agent.traces import Traces
+
+    traces = Traces(settings.home)
+    try:
+        run = traces.get(run_id)
+    finally:
+        traces.close()
+    if as_json:
+        click.echo(json.dumps(run, ensure_ascii=False, indent=2))
+        return
+    usage = run["usage"]
+    tokens = f"{usage['prompt_tokens']}+{usage['completion_tokens']} tokens"
+    click.echo(
+        f"run {run['id']}  {run['status']}  model {run['model']}  {run['seconds']} s  {tokens}"
+    )
+    click.echo(f"task: {run['task']}")
+    for step in run["trace"]:
+        head = f"#{step['index']} {step['kind']} {step['name']} ({step['seconds']} s)"
+        if step["kind"] == "model":
+            out = step["output"] or {}
+            calls = [c["function"]["name"] for c in out.get("tool_calls", [])]
+            said = f"calls {', '.join(calls)}" if calls else repr((out.get("content") or "")[:200])
+            click.echo(f"{head}: {said}" if not step["error"] else f"{head}: error {step['error']}")
+        else:
+            result = step["error"] or json.dumps(step["output"], ensure_ascii=False)[:200]
+            click.echo(f"{head}: {step['input']['arguments']} -> {result}")
+    click.echo(f"answer: {run['answer']}")
+    for source in run["citations"]:
+        click.echo(f"[{source['ref']}] {source['title']} — {source['url']}")
 
 
 def run_tool(settings: Settings, name: str, arguments: str) -> None:

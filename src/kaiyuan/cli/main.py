@@ -179,6 +179,44 @@ def import_command(path: Path, name: str | None, **options: Any) -> None:
     store.import_model(load_settings(), path, name, **options)
 
 
+@cli.command()
+@click.argument("task")
+@click.option("-m", "--model", help="The model (default: one that chats, already loaded first).")
+@click.option("--url", help="Use a running OpenAI-compatible server instead of an in-process one.")
+@click.option(
+    "--tools", help="Comma-separated tools (default: search,fetch,code,files).", default=None
+)
+@setting("agent_max_steps", "--max-steps")
+@setting("agent_max_seconds", "--max-seconds")
+@friendly
+def agent(task: str, model: str | None, url: str | None, tools: str | None, **flags: Any) -> None:
+    """Give the assistant a task; it searches, reads, runs code and answers with sources."""
+    from kaiyuan.cli import agent as agent_cli
+
+    agent_cli.run_agent(settings_from(flags), task, model=model, url=url, tools=tools)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@friendly
+def traces(as_json: bool) -> None:
+    """Recent agent runs."""
+    from kaiyuan.cli import agent as agent_cli
+
+    agent_cli.list_traces(load_settings(), as_json=as_json)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Export the whole trace as JSON.")
+@friendly
+def trace(run_id: str, as_json: bool) -> None:
+    """One agent run, step by step (RUN_ID or a unique prefix of it)."""
+    from kaiyuan.cli import agent as agent_cli
+
+    agent_cli.show_trace(load_settings(), run_id, as_json=as_json)
+
+
 @cli.command(name="tool")
 @click.argument("name")
 @click.argument("arguments", default="{}")
