@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     )
     agent_max_steps: int = Field(8, ge=1, le=100, description="Model calls per agent run.")
     agent_max_seconds: float = Field(300.0, gt=0, description="Seconds per agent run.")
+    agent_max_tokens: int = Field(
+        1024, ge=16, description="Tokens the model may write in one agent step."
+    )
     agent_allowed_tools: list[str] = Field(
         default_factory=list,
         description="Tools with side effects (MCP tools) the agent may run without asking.",

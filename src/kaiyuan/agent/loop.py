@@ -65,7 +65,7 @@ class AnswerEvent:
     text: str
     citations: list[Source]
     sources: list[Source]
-    stop_reason: str | None  # None: answered; "max_steps" or "max_seconds"
+    stop_reason: str | None  # None: answered; "max_steps", "max_seconds" or "max_tokens"
     usage: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,6 +93,7 @@ class Agent:
         traces: Traces | None = None,
         confirm: Confirm | None = None,
         temperature: float = 0.2,
+        tool_choice: str | dict[str, Any] = "auto",
     ) -> None:
         self.client = client
         self.model = model
@@ -101,11 +102,15 @@ class Agent:
         self.traces = traces
         self.confirm = confirm
         self.temperature = temperature
+        self.tool_choice = tool_choice  # for the first step; "auto" once a tool has run
+        self.deadline = 0.0
+        self.finish_reason: str | None = None
         self.sources: list[Source] = []
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0}
 
     async def run(self, task: str, *, instructions: str | None = None) -> AsyncIterator[Event]:
         started = time.monotonic()
+        self.deadline = started + self.settings.agent_max_seconds
         run_id = self.traces.start(self.model, task) if self.traces else ""
         system = SYSTEM + (f"\n\n{instructions}" if instructions else "")
         messages: list[dict[str, Any]] = [
@@ -116,13 +121,15 @@ class Agent:
         answer: str | None = None
         try:
             for _ in range(self.settings.agent_max_steps):
-                if time.monotonic() - started > self.settings.agent_max_seconds:
+                if time.monotonic() > self.deadline:
                     stop_reason = "max_seconds"
                     break
                 message = await self._model_step(run_id, messages, with_tools=True)
                 calls = message.get("tool_calls") or []
                 if not calls:
                     answer = message.get("content") or ""
+                    if self.finish_reason == "length":  # cut off: say so, as OpenAI does
+                        stop_reason = "max_tokens"
                     break
                 messages.append(message)
                 for call in calls:
@@ -163,17 +170,22 @@ class Agent:
         options: dict[str, Any] = {}
         if with_tools and self.tools:
             options["tools"] = [t.spec() for t in self.tools.values()]
+            if not any(m["role"] == "tool" for m in messages):
+                options["tool_choice"] = self.tool_choice
         try:
             create: Any = self.client.chat.completions.create
             reply = await create(
-                model=self.model, messages=messages, temperature=self.temperature, **options
-            )
+                model=self.model, messages=messages, temperature=self.temperature,
+                max_tokens=self.settings.agent_max_tokens,
+                timeout=max(1.0, self.deadline - time.monotonic()), **options,
+            )  # fmt: skip
         except openai.APIError as exc:
             if self.traces:
                 self.traces.step(run_id, kind="model", name=self.model, input=messages,
                                  error=str(exc), started=started,
                                  seconds=time.monotonic() - clock)  # fmt: skip
             raise AgentFailed(f"the model failed: {exc}") from None
+        self.finish_reason = reply.choices[0].finish_reason
         message: dict[str, Any] = reply.choices[0].message.model_dump(exclude_none=True)
         message.pop("reasoning_content", None)
         usage = reply.usage

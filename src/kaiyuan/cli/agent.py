@@ -20,7 +20,13 @@ DEFAULT_TOOLS = ("search", "fetch", "code", "files")
 
 
 def run_agent(
-    settings: Settings, task: str, *, model: str | None, url: str | None, tools: str | None
+    settings: Settings,
+    task: str,
+    *,
+    model: str | None,
+    url: str | None,
+    tools: str | None,
+    require_tool: bool = False,
 ) -> None:
     import openai
 
@@ -38,7 +44,8 @@ def run_agent(
         with endpoint as base_url:
             model = model or _default_model(openai.OpenAI(base_url=base_url, api_key="kaiyuan"))
             client = openai.AsyncOpenAI(base_url=base_url, api_key="kaiyuan", max_retries=1)
-            agent = Agent(client, model, chosen, settings, traces=traces, confirm=_ask)
+            agent = Agent(client, model, chosen, settings, traces=traces, confirm=_ask,
+                          tool_choice="required" if require_tool else "auto")  # fmt: skip
 
             async def drive() -> AnswerEvent | None:
                 final = None

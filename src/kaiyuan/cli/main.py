@@ -186,14 +186,24 @@ def import_command(path: Path, name: str | None, **options: Any) -> None:
 @click.option(
     "--tools", help="Comma-separated tools (default: search,fetch,code,files).", default=None
 )
+@click.option("--require-tool", is_flag=True, help="The first step must call a tool.")
 @setting("agent_max_steps", "--max-steps")
 @setting("agent_max_seconds", "--max-seconds")
 @friendly
-def agent(task: str, model: str | None, url: str | None, tools: str | None, **flags: Any) -> None:
+def agent(
+    task: str,
+    model: str | None,
+    url: str | None,
+    tools: str | None,
+    require_tool: bool,
+    **flags: Any,
+) -> None:
     """Give the assistant a task; it searches, reads, runs code and answers with sources."""
     from kaiyuan.cli import agent as agent_cli
 
-    agent_cli.run_agent(settings_from(flags), task, model=model, url=url, tools=tools)
+    agent_cli.run_agent(
+        settings_from(flags), task, model=model, url=url, tools=tools, require_tool=require_tool
+    )
 
 
 @cli.command()

@@ -1,9 +1,9 @@
 """The document index: one SQLite file under KAIYUAN_HOME/docs.
 
 Chunks are kept with their document, position, character range and page. Retrieval is hybrid:
-BM25 over an FTS5 table (trigram tokenizer, so Chinese and English both match) and cosine
-similarity over MiniLM vectors, fused by reciprocal rank (RRF, k = 60). Every hit carries its
-source and position for citation.
+BM25 over an FTS5 table (words, and CJK text as character bigrams, so Chinese matches without
+a word segmenter) and cosine similarity over MiniLM vectors, fused by reciprocal rank (RRF,
+k = 60). Every hit carries its source and position for citation.
 """
 
 from __future__ import annotations
@@ -32,13 +32,14 @@ CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY, document INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
     position INTEGER NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, page INTEGER,
     text TEXT NOT NULL, vector BLOB NOT NULL);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
-    text, content='chunks', content_rowid='id', tokenize='trigram');
-CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
-    INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text); END;
-CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
-    INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text); END;
+CREATE VIRTUAL TABLE IF NOT EXISTS chunk_terms USING fts5(
+    terms, tokenize='unicode61 remove_diacritics 2');
 """
+# Chinese, Japanese and Korean have no spaces between words: their runs are indexed and
+# queried as overlapping character pairs (the usual CJK bigram scheme), other text as words.
+CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+TERM = re.compile(f"[{CJK}]+|[^\\W_]+")
+MAX_QUERY_TERMS = 64
 
 
 @dataclass(slots=True, frozen=True)
@@ -90,7 +91,8 @@ class DocIndex:
 
     # --- writing --------------------------------------------------------------------------------
     def add(self, paths: list[Path]) -> list[Added]:
-        return [self._add_file(f) for f in _files(paths)]
+        files = list(_files(paths))  # every path is checked before anything is added
+        return [self._add_file(f) for f in files]
 
     def _add_file(self, path: Path) -> Added:
         source = str(path.resolve())
@@ -105,28 +107,40 @@ class DocIndex:
         vectors = self._embed([c.text for c in chunks]) if chunks else []
         with self.db:
             if row is not None:
-                self.db.execute("DELETE FROM documents WHERE id = ?", (row[0],))
+                self._delete(row[0])
             cursor = self.db.execute(
                 "INSERT INTO documents (source, title, sha256, added, chunks) VALUES (?,?,?,?,?)",
                 (source, title or path.name, digest, time.time(), len(chunks)),
             )
-            self.db.executemany(
-                "INSERT INTO chunks (document, position, start, end, page, text, vector) "
-                "VALUES (?,?,?,?,?,?,?)",
-                [
-                    (cursor.lastrowid, c.position, c.start, c.end, c.page, c.text, v.tobytes())
-                    for c, v in zip(chunks, vectors, strict=True)
-                ],
-            )
+            for c, vector in zip(chunks, vectors, strict=True):
+                inserted = self.db.execute(
+                    "INSERT INTO chunks (document, position, start, end, page, text, vector) "
+                    "VALUES (?,?,?,?,?,?,?)",
+                    (cursor.lastrowid, c.position, c.start, c.end, c.page, c.text,
+                     vector.tobytes()),
+                )  # fmt: skip
+                self.db.execute(
+                    "INSERT INTO chunk_terms (rowid, terms) VALUES (?, ?)",
+                    (inserted.lastrowid, " ".join(terms(c.text))),
+                )
         return Added(source, len(chunks), "updated" if row is not None else "added")
 
     def remove(self, source: str) -> bool:
         with self.db:
-            found = self.db.execute(
-                "DELETE FROM documents WHERE source = ? OR source = ?",
+            row = self.db.execute(
+                "SELECT id FROM documents WHERE source = ? OR source = ?",
                 (source, str(Path(source).expanduser().resolve())),
-            )
-        return found.rowcount > 0
+            ).fetchone()
+            if row is not None:
+                self._delete(row[0])
+        return row is not None
+
+    def _delete(self, document: int) -> None:
+        self.db.execute(
+            "DELETE FROM chunk_terms WHERE rowid IN (SELECT id FROM chunks WHERE document = ?)",
+            (document,),
+        )
+        self.db.execute("DELETE FROM documents WHERE id = ?", (document,))
 
     def documents(self) -> list[dict[str, Any]]:
         rows = self.db.execute(
@@ -148,12 +162,12 @@ class DocIndex:
         return [self._hit(chunk_id, score) for chunk_id, score in best]
 
     def _bm25(self, query: str) -> list[int]:
-        terms = [t for t in re.findall(r"\w+", query) if len(t) >= 3]  # trigram needs 3 chars
-        if not terms:
+        wanted = list(dict.fromkeys(terms(query)))[:MAX_QUERY_TERMS]
+        if not wanted:
             return []
-        match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+        match = " OR ".join('"' + t.replace('"', '""') + '"' for t in wanted)
         rows = self.db.execute(
-            "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts) "
+            "SELECT rowid FROM chunk_terms WHERE chunk_terms MATCH ? ORDER BY bm25(chunk_terms) "
             "LIMIT ?",
             (match, CANDIDATES),
         ).fetchall()
@@ -189,6 +203,18 @@ class DocIndex:
         ).astype("float32")
 
 
+def terms(text: str) -> list[str]:
+    """Index terms: lower-cased words, and each CJK run as its overlapping character pairs."""
+    out: list[str] = []
+    for match in TERM.finditer(text):
+        word = match.group()
+        if "\u3040" <= word[0] <= "\ufaff" and not word.isascii():
+            out.extend(word[i : i + 2] for i in range(max(1, len(word) - 1)))
+        else:
+            out.append(word.lower())
+    return out
+
+
 def embedder() -> Any:
     """The bundled all-MiniLM-L6-v2 (offline)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -211,6 +237,11 @@ def _files(paths: list[Path]) -> Iterator[Path]:
         if path.is_dir():
             yield from sorted(
                 p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in ingest.SUFFIXES
+            )
+        elif path.suffix.lower() not in ingest.SUFFIXES:
+            raise InvalidRequest(
+                f"'{path.name}': kaiyuan reads {', '.join(sorted(ingest.SUFFIXES))} files",
+                param="path",
             )
         else:
             yield path

@@ -4,12 +4,14 @@
 - ``searxng``: a SearXNG instance's JSON API (``searxng_url``).
 - ``docs``: the local document index (``kaiyuan docs add``).
 
-A result is ``{"title", "url", "snippet"}``; a document hit's ``url`` is ``doc://SOURCE#POS``.
+A result is ``{"title", "url", "snippet"}``; a document hit's ``url`` is the file's
+``file://`` URI with ``#page=N`` (PDF) or ``#chunk=N``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Callable
@@ -31,7 +33,9 @@ def duckduckgo(query: str, limit: int, settings: Settings) -> list[dict[str, str
 
     for attempt in range(RETRIES + 1):
         try:
-            found = DDGS(timeout=int(settings.fetch_timeout)).text(query, max_results=limit)
+            found = DDGS(timeout=max(1, math.ceil(settings.fetch_timeout))).text(
+                query, max_results=limit
+            )
             break
         except RatelimitException:
             if attempt == RETRIES:
@@ -56,9 +60,12 @@ def searxng(query: str, limit: int, settings: Settings) -> list[dict[str, str]]:
             timeout=settings.fetch_timeout,
         )
         response.raise_for_status()
-        results = response.json().get("results", [])
+        body = response.json()
     except (httpx.HTTPError, ValueError) as exc:
         raise ToolFailed(f"SearXNG at {settings.searxng_url} failed: {exc}") from None
+    results = body.get("results") if isinstance(body, dict) else None
+    if not isinstance(results, list):
+        raise ToolFailed(f"SearXNG at {settings.searxng_url} did not answer with results")
     return [
         {"title": r.get("title", ""), "url": r.get("url", ""), "snippet": r.get("content", "")}
         for r in results[:limit]
@@ -69,10 +76,12 @@ def searxng(query: str, limit: int, settings: Settings) -> list[dict[str, str]]:
 def docs(query: str, limit: int, settings: Settings) -> list[dict[str, str]]:
     from kaiyuan.docs.index import DocIndex
 
-    return [
-        {"title": hit.title, "url": hit.url, "snippet": hit.text}
-        for hit in DocIndex.open(settings.home).search(query, limit)
-    ]
+    index = DocIndex.open(settings.home)
+    try:
+        hits = index.search(query, limit)
+    finally:
+        index.close()
+    return [{"title": hit.title, "url": hit.url, "snippet": hit.text} for hit in hits]
 
 
 PROVIDERS: dict[str, Provider] = {"duckduckgo": duckduckgo, "searxng": searxng, "docs": docs}

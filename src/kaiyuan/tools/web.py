@@ -9,6 +9,7 @@ agent wraps it as such (security guide T18).
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 from kaiyuan.config import Settings
@@ -29,29 +30,50 @@ def run(arguments: dict[str, Any], settings: Settings) -> dict[str, Any]:
     )
     if page.status >= 400:
         raise ToolFailed(f"{page.url} answered HTTP {page.status}")
-    kind = page.content_type.split(";")[0].strip().lower()
-    title, text = extract(page.body, kind, page.url)
+    kind, _, params = page.content_type.partition(";")
+    title, text = extract(page.body, kind.strip().lower(), page.url, charset=_charset(params))
     limit = int(arguments.get("max_chars") or MAX_CHARS)
     return {
         "url": page.url,
         "status": page.status,
-        "content_type": kind,
+        "content_type": kind.strip().lower(),
         "title": title,
         "text": text[:limit],
         "truncated": len(text) > limit,
     }
 
 
-def extract(body: bytes, kind: str, url: str) -> tuple[str | None, str]:
+def extract(
+    body: bytes, kind: str, url: str, *, charset: str | None = None
+) -> tuple[str | None, str]:
+    """Title and text of a document; ``charset`` from the Content-Type header, if any."""
     if kind == "application/pdf" or body.startswith(b"%PDF-"):
         return None, _pdf_text(body)
     if kind in ("text/html", "application/xhtml+xml") or body.lstrip()[:15].lower().startswith(
         (b"<!doctype html", b"<html")
     ):
-        return _html(body.decode("utf-8", errors="replace"), url)
+        return _html(_decode(body, charset or _meta_charset(body)), url)
     if kind.startswith("text/") or kind in ("application/json", "application/xml", ""):
-        return None, body.decode("utf-8", errors="replace")
+        return None, _decode(body, charset)
     raise ToolFailed(f"{url} is {kind}, which the fetch tool cannot read as text")
+
+
+def _charset(params: str) -> str | None:
+    found = re.search(r"charset\s*=\s*[\"']?([\w.:-]+)", params, re.IGNORECASE)
+    return found.group(1) if found else None
+
+
+def _meta_charset(body: bytes) -> str | None:
+    found = re.search(rb"<meta[^>]+charset\s*=\s*[\"']?([\w.:-]+)", body[:4096], re.IGNORECASE)
+    return found.group(1).decode("ascii") if found else None
+
+
+def _decode(body: bytes, charset: str | None) -> str:
+    """By the declared charset (GBK, Latin-1, ...), else UTF-8; bad bytes become U+FFFD."""
+    try:
+        return body.decode(charset or "utf-8", errors="replace")
+    except LookupError:  # an unknown charset name
+        return body.decode("utf-8", errors="replace")
 
 
 def _html(html: str, url: str) -> tuple[str | None, str]:
