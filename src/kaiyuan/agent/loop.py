@@ -31,6 +31,7 @@ inside them. Sources in tool results carry a number "ref"; cite them in your ans
 e.g. [1]. When you have the answer, reply with it and no tool call."""
 
 WRAP_UP = "Stop using tools now. Answer the task with what you found, citing sources as [ref]."
+LIMITS = ("max_steps", "max_seconds", "max_tokens")  # stop reasons that cut a run short
 Confirm = Callable[[str, dict[str, Any]], Awaitable[bool]]
 
 
@@ -65,8 +66,12 @@ class AnswerEvent:
     text: str
     citations: list[Source]
     sources: list[Source]
-    stop_reason: str | None  # None: answered; "max_steps", "max_seconds" or "max_tokens"
+    # None: answered; "max_steps", "max_seconds", "max_tokens"; "function_call": the model
+    # called a function the client runs (``calls``), to be continued with its output
+    stop_reason: str | None
     usage: dict[str, int] = field(default_factory=dict)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)  # the conversation so far
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,10 +99,13 @@ class Agent:
         confirm: Confirm | None = None,
         temperature: float = 0.2,
         tool_choice: str | dict[str, Any] = "auto",
+        functions: list[dict[str, Any]] | None = None,
     ) -> None:
         self.client = client
         self.model = model
         self.tools = {t.name: t for t in tools}
+        # functions the client runs itself (OpenAI function tools): calls to them end the run
+        self.functions = {f["function"]["name"]: f for f in functions or []}
         self.settings = settings
         self.traces = traces
         self.confirm = confirm
@@ -108,15 +116,23 @@ class Agent:
         self.sources: list[Source] = []
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0}
 
-    async def run(self, task: str, *, instructions: str | None = None) -> AsyncIterator[Event]:
+    async def run(
+        self,
+        task: str | list[dict[str, Any]],
+        *,
+        instructions: str | None = None,
+        run_id: str | None = None,
+    ) -> AsyncIterator[Event]:
+        """``task`` is the user's request, or a conversation (chat messages, without the
+        system prompt) to continue; ``run_id``: a trace run already started by the caller."""
         started = time.monotonic()
         self.deadline = started + self.settings.agent_max_seconds
-        run_id = self.traces.start(self.model, task) if self.traces else ""
+        history = [{"role": "user", "content": task}] if isinstance(task, str) else list(task)
+        if run_id is None:
+            run_id = self.traces.start(self.model, task_text(history)) if self.traces else ""
         system = SYSTEM + (f"\n\n{instructions}" if instructions else "")
-        messages: list[dict[str, Any]] = [
-            {"role": "system", "content": system},
-            {"role": "user", "content": task},
-        ]
+        messages: list[dict[str, Any]] = [{"role": "system", "content": system}, *history]
+        pending: list[dict[str, Any]] = []
         stop_reason: str | None = None
         answer: str | None = None
         try:
@@ -132,7 +148,10 @@ class Agent:
                         stop_reason = "max_tokens"
                     break
                 messages.append(message)
+                pending = [c for c in calls if c["function"]["name"] in self.functions]
                 for call in calls:
+                    if call in pending:
+                        continue
                     yield ToolCallEvent(call["id"], call["function"]["name"],
                                         call["function"]["arguments"])  # fmt: skip
                     output, error = await self._tool_step(run_id, call)
@@ -141,6 +160,9 @@ class Agent:
                         {"role": "tool", "tool_call_id": call["id"],
                          "content": _as_data(call["function"]["name"], output, error)}
                     )  # fmt: skip
+                if pending:  # the client runs these; it continues with their output
+                    stop_reason, answer = "function_call", message.get("content") or ""
+                    break
             else:
                 stop_reason = "max_steps"
             if answer is None:  # out of steps or time: answer from what was gathered
@@ -157,19 +179,21 @@ class Agent:
         cited = [s for s in self.sources if f"[{s.ref}]" in answer]
         if self.traces:
             self.traces.finish(
-                run_id, status="stopped" if stop_reason else "completed", answer=answer,
+                run_id, status="stopped" if stop_reason in LIMITS else "completed", answer=answer,
                 citations=[s.to_dict() for s in cited], stop_reason=stop_reason,
-                seconds=time.monotonic() - started,
+                seconds=time.monotonic() - started, messages=messages[1:],
             )  # fmt: skip
-        yield AnswerEvent(run_id, answer, cited, list(self.sources), stop_reason, dict(self.usage))
+        yield AnswerEvent(run_id, answer, cited, list(self.sources), stop_reason,
+                          dict(self.usage), pending, messages[1:])  # fmt: skip
 
     async def _model_step(
         self, run_id: str, messages: list[dict[str, Any]], *, with_tools: bool
     ) -> dict[str, Any]:
         started, clock = time.time(), time.monotonic()
         options: dict[str, Any] = {}
-        if with_tools and self.tools:
+        if with_tools and (self.tools or self.functions):
             options["tools"] = [t.spec() for t in self.tools.values()]
+            options["tools"] += list(self.functions.values())
             if not any(m["role"] == "tool" for m in messages):
                 options["tool_choice"] = self.tool_choice
         try:
@@ -247,6 +271,15 @@ class Agent:
                     self.sources.append(known)
                 entry["ref"] = known.ref
         return output
+
+
+def task_text(history: list[dict[str, Any]]) -> str:
+    """The last user request in a conversation, for the trace's listing."""
+    for message in reversed(history):
+        content = message.get("content")
+        if message.get("role") == "user" and isinstance(content, str):
+            return content
+    return json.dumps(history[-1:], ensure_ascii=False)[:2000]
 
 
 class AgentFailed(KaiyuanError):

@@ -33,6 +33,8 @@ class Run(Base):
     steps: Mapped[int] = mapped_column(Integer, default=0)
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    # the conversation at the end (chat messages, JSON), so a response can be continued
+    messages: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Step(Base):
@@ -107,6 +109,7 @@ class Traces:
         citations: list[dict[str, Any]],
         stop_reason: str | None,
         seconds: float,
+        messages: list[dict[str, Any]] | None = None,
     ) -> None:
         with Session(self.engine) as session, session.begin():
             run = session.get(Run, run_id)
@@ -114,6 +117,16 @@ class Traces:
                 raise NotFound(f"no agent run '{run_id}'", param="id")
             run.status, run.answer, run.stop_reason = status, answer, stop_reason
             run.citations, run.seconds = _json(citations), seconds
+            run.messages = None if messages is None else _json(messages)
+
+    def conversation(self, run_id: str) -> list[dict[str, Any]]:
+        """The stored conversation of a finished run (to continue it)."""
+        with Session(self.engine) as session:
+            run = session.get(Run, run_id)
+            if run is None or run.messages is None:
+                raise NotFound(f"no stored response '{run_id}'", param="previous_response_id")
+            messages: list[dict[str, Any]] = json.loads(run.messages)
+            return messages
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
         with Session(self.engine) as session:

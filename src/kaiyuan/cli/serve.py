@@ -16,6 +16,8 @@ def run(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # The agent's in-process calls to the chat route would log every request twice.
+    logging.getLogger("httpx2").setLevel(max(logging.WARNING, logging.root.level))
     # Loading first turns a missing model into one readable line instead of a startup trace.
     pool = EnginePool.from_settings(settings)
     try:

@@ -46,3 +46,21 @@ def stream_response(chunks: AsyncIterator[bytes]) -> StreamingResponse:
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def stream_events(events: AsyncIterator[tuple[str, dict[str, Any]]]) -> StreamingResponse:
+    """Typed events as the Responses API streams them: ``event: TYPE`` and ``data: {...}``
+    with ``type`` and a ``sequence_number``; no [DONE]."""
+
+    async def lines() -> AsyncIterator[bytes]:
+        number = 0
+        async for kind, payload in events:
+            data = {"type": kind, "sequence_number": number, **payload}
+            number += 1
+            yield f"event: {kind}\n".encode() + event(data)
+
+    return StreamingResponse(
+        lines(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

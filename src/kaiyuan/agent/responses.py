@@ -1,0 +1,229 @@
+"""The Responses API's shapes around the agent loop: which tools a request enables, its input
+as chat messages, and the loop's events as output items (web_search_call,
+code_interpreter_call, file_search_call, function_call, message with url_citation
+annotations) and the final response object."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from kaiyuan.agent.loop import AnswerEvent, ToolCallEvent, ToolResultEvent
+from kaiyuan.errors import InvalidRequest
+from kaiyuan.protocol.openai import ResponseRequest
+from kaiyuan.tools.base import Tool, builtin
+
+# Responses tool types -> kaiyuan's built-in tools (web search also opens pages)
+BUILTIN = {
+    "web_search": ("search", "fetch"),
+    "web_search_preview": ("search", "fetch"),
+    "code_interpreter": ("code",),
+    "file_search": ("files",),
+}
+ITEM_TYPE = {
+    "search": "web_search_call", "fetch": "web_search_call",
+    "code": "code_interpreter_call", "files": "file_search_call",
+}  # fmt: skip
+PREFIX = {"web_search_call": "ws", "code_interpreter_call": "ci", "file_search_call": "fs"}
+
+
+def plan_tools(body: ResponseRequest) -> tuple[list[Tool], list[dict[str, Any]]]:
+    """Built-in tools to run here, and the client's function tools (as chat tool specs)."""
+    tools: dict[str, Tool] = {}
+    functions: list[dict[str, Any]] = []
+    for i, spec in enumerate(body.tools or []):
+        extra = spec.model_extra or {}
+        if spec.type in BUILTIN:
+            for tool_name in BUILTIN[spec.type]:
+                tools[tool_name] = builtin(tool_name)
+        elif spec.type == "function":
+            name = extra.get("name")
+            if not isinstance(name, str) or not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", name):
+                raise InvalidRequest("a function tool needs a name", param=f"tools[{i}].name")
+            if name in tools or any(f["function"]["name"] == name for f in functions):
+                raise InvalidRequest(f"tool '{name}' is defined twice", param=f"tools[{i}].name")
+            function = {"name": name, "parameters": extra.get("parameters") or {"type": "object"}}
+            if extra.get("description"):
+                function["description"] = extra["description"]
+            functions.append({"type": "function", "function": function})
+        else:
+            raise InvalidRequest(
+                f"tool type '{spec.type}' is not supported; kaiyuan offers web_search, "
+                "code_interpreter, file_search and function",
+                param=f"tools[{i}].type",
+            )
+    return list(tools.values()), functions
+
+
+def to_messages(value: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Responses input (a string or input items) as chat messages."""
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    messages: list[dict[str, Any]] = []
+    for i, item in enumerate(value):
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = item.get("role")
+            if role not in ("user", "assistant", "system", "developer"):
+                raise InvalidRequest("a message needs a role", param=f"input[{i}].role")
+            messages.append({"role": role, "content": _content(item.get("content"), i)})
+        elif kind == "function_call":
+            function = {"name": item.get("name"), "arguments": item.get("arguments")}
+            call = {"id": item.get("call_id"), "type": "function", "function": function}
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant" and "tool_calls" in last:
+                last["tool_calls"].append(call)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            output = item.get("output")
+            text = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)
+            messages.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": text})
+        else:
+            raise InvalidRequest(
+                f"input item type '{kind}' is not supported (message, function_call, "
+                "function_call_output)",
+                param=f"input[{i}].type",
+            )
+    return messages
+
+
+def _content(content: Any, i: int) -> Any:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise InvalidRequest("message content must be text or a list of parts", param=f"input[{i}]")
+    parts: list[dict[str, Any]] = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in ("input_text", "output_text", "text"):
+            parts.append({"type": "text", "text": str(part.get("text", ""))})
+        elif kind == "input_image" and isinstance(part.get("image_url"), str):
+            parts.append({"type": "image_url", "image_url": {"url": part["image_url"]}})
+        else:
+            raise InvalidRequest(
+                f"content part type '{kind}' is not supported", param=f"input[{i}]"
+            )
+    return parts
+
+
+@dataclass(slots=True)
+class Items:
+    """Output items, built as the loop's events arrive."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+    _open: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def started(self, event: ToolCallEvent) -> dict[str, Any]:
+        kind = ITEM_TYPE.get(event.name, "tool_call")
+        try:
+            arguments = json.loads(event.arguments or "{}")
+        except ValueError:
+            arguments = {}
+        item: dict[str, Any] = {"type": kind, "id": f"{PREFIX.get(kind, 'tc')}_{event.id}",
+                                "status": "in_progress"}  # fmt: skip
+        if event.name == "search":
+            item["action"] = {"type": "search", "query": arguments.get("query", "")}
+        elif event.name == "fetch":
+            item["action"] = {"type": "open_page", "url": arguments.get("url", "")}
+        elif event.name == "code":
+            item.update(code=arguments.get("code", ""), container_id="sandbox", outputs=None)
+        elif event.name == "files":
+            item.update(queries=[arguments.get("query", "")], results=None)
+        else:
+            item.update(name=event.name, arguments=event.arguments, output=None)
+        self._open[event.id] = item
+        self.items.append(item)
+        return item
+
+    def finished(self, event: ToolResultEvent) -> dict[str, Any]:
+        item = self._open.pop(event.id)
+        item["status"] = "failed" if event.error else "completed"
+        out = event.output
+        if item["type"] == "code_interpreter_call":
+            logs = (out.get("stdout", "") + out.get("stderr", "")) if not event.error else ""
+            item["outputs"] = [{"type": "logs", "logs": logs or (event.error or "")}]
+        elif item["type"] == "file_search_call":
+            item["results"] = [
+                {"file_id": r.get("source"), "filename": r.get("title"), "score": r.get("score"),
+                 "text": r.get("text"), "attributes": {"url": r.get("url")}}
+                for r in out.get("results", [])
+            ]  # fmt: skip
+        elif item["type"] == "tool_call":
+            item["output"] = event.error or json.dumps(out, ensure_ascii=False)
+        if event.error:
+            item["error"] = event.error
+        return item
+
+    def answer(self, event: AnswerEvent) -> list[dict[str, Any]]:
+        added: list[dict[str, Any]] = []
+        if event.text or not event.calls:
+            annotations: list[dict[str, Any]] = [
+                {"type": "url_citation", "url": s.url, "title": s.title,
+                 "start_index": m.start(), "end_index": m.end()}
+                for s in event.citations
+                for m in re.finditer(re.escape(f"[{s.ref}]"), event.text)
+            ]  # fmt: skip
+            annotations.sort(key=lambda a: a["start_index"])
+            added.append({
+                "type": "message", "id": f"msg_{event.run_id}", "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": event.text,
+                             "annotations": annotations, "logprobs": []}],
+            })  # fmt: skip
+        for call in event.calls:
+            added.append({
+                "type": "function_call", "id": f"fc_{call['id']}", "call_id": call["id"],
+                "name": call["function"]["name"], "arguments": call["function"]["arguments"],
+                "status": "completed",
+            })  # fmt: skip
+        self.items.extend(added)
+        return added
+
+
+INCOMPLETE = {"max_tokens": "max_output_tokens", "max_steps": "max_tool_calls",
+              "max_seconds": "max_seconds"}  # fmt: skip
+
+
+def response_object(
+    response_id: str,
+    body: ResponseRequest,
+    created: float,
+    items: list[dict[str, Any]],
+    answer: AnswerEvent | None,
+) -> dict[str, Any]:
+    status = "in_progress"
+    incomplete = None
+    usage = None
+    if answer is not None:
+        reason = INCOMPLETE.get(answer.stop_reason or "")
+        status = "incomplete" if reason else "completed"
+        incomplete = {"reason": reason} if reason else None
+        prompt, completion = (
+            answer.usage.get("prompt_tokens", 0),
+            answer.usage.get("completion_tokens", 0),
+        )
+        usage = {
+            "input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": completion, "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": prompt + completion,
+        }  # fmt: skip
+    return {
+        "id": response_id, "object": "response", "created_at": int(created), "status": status,
+        "error": None, "incomplete_details": incomplete, "instructions": body.instructions,
+        "max_output_tokens": body.max_output_tokens, "model": body.model, "output": items,
+        "parallel_tool_calls": body.parallel_tool_calls,
+        "previous_response_id": body.previous_response_id,
+        "temperature": body.temperature, "top_p": body.top_p,
+        "tool_choice": body.tool_choice,
+        "tools": [t.model_dump() for t in body.tools or []], "usage": usage,
+        "metadata": body.metadata or {}, "store": body.store, "text": {"format": {"type": "text"}},
+        "truncation": "disabled", "user": body.user,
+    }  # fmt: skip
+
+
+def now() -> float:
+    return time.time()

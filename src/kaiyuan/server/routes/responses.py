@@ -1,0 +1,166 @@
+"""POST /v1/responses: the agent behind OpenAI's Responses API, streaming or not.
+
+Built-in tools (web_search, code_interpreter, file_search) run here; function tools are the
+client's: a call to one ends the response with a ``function_call`` item, and the client
+continues with ``previous_response_id`` and a ``function_call_output``. The agent reaches the
+model through this same server's chat route, in process (the openai client's own httpx2 with
+an ASGI transport, no socket).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+import openai
+from fastapi import APIRouter, Request
+
+from kaiyuan.agent.loop import Agent, AnswerEvent, ToolCallEvent, ToolResultEvent, task_text
+from kaiyuan.agent.responses import Items, now, plan_tools, response_object, to_messages
+from kaiyuan.engines.base import Engine
+from kaiyuan.errors import KaiyuanError
+from kaiyuan.protocol.openai import ResponseRequest
+from kaiyuan.server import generation as gen
+from kaiyuan.server.errors import ERROR_RESPONSES, envelope
+from kaiyuan.server.sse import stream_events
+
+router = APIRouter(tags=["responses"])
+
+
+@router.post(
+    "/v1/responses",
+    responses={
+        **ERROR_RESPONSES,
+        200: {"content": {"text/event-stream": {}}, "description": "Response or SSE stream"},
+    },
+)
+async def create_response(body: ResponseRequest, request: Request) -> Any:
+    state = request.app.state
+    engine: Engine = await state.pool.acquire(body.model)
+    gen.require(engine.info, "chat", "/v1/responses")
+    tools, functions = plan_tools(body)
+    if body.tool_choice == "none":
+        tools, functions = [], []
+    from kaiyuan.agent.traces import Traces  # SQLAlchemy: the [agent] extra, on first use
+
+    traces = Traces(state.settings.home)
+    history: list[dict[str, Any]] = []
+    if body.previous_response_id:
+        history = traces.conversation(body.previous_response_id.removeprefix("resp_"))
+    history += to_messages(body.input)
+    settings = state.settings
+    if body.max_output_tokens is not None:
+        settings = settings.model_copy(update={"agent_max_tokens": body.max_output_tokens})
+    if body.max_tool_calls is not None:
+        settings = settings.model_copy(update={"agent_max_steps": body.max_tool_calls + 1})
+    client = openai.AsyncOpenAI(
+        base_url="http://kaiyuan.internal/v1",
+        api_key="internal",
+        max_retries=0,
+        http_client=httpx2.AsyncClient(transport=httpx2.ASGITransport(app=request.app)),
+    )
+    agent = Agent(
+        client, body.model, tools, settings, traces=traces, functions=functions,
+        tool_choice=_tool_choice(body.tool_choice),
+        temperature=0.2 if body.temperature is None else body.temperature,
+    )  # fmt: skip
+    run_id = traces.start(body.model, task_text(history))
+    created = now()
+    events = agent.run(history, instructions=body.instructions, run_id=run_id)
+    if body.stream:
+        return stream_events(_stream(f"resp_{run_id}", body, created, events, client, traces))
+    items = Items()
+    answer = None
+    try:
+        async for event in events:
+            if isinstance(event, ToolCallEvent):
+                items.started(event)
+            elif isinstance(event, ToolResultEvent):
+                items.finished(event)
+            else:
+                items.answer(event)
+                answer = event
+    finally:
+        await client.close()
+        traces.close()
+    return response_object(f"resp_{run_id}", body, created, items.items, answer)
+
+
+def _tool_choice(choice: Any) -> str | dict[str, Any]:
+    if isinstance(choice, dict):
+        if choice.get("type") == "function" and isinstance(choice.get("name"), str):
+            return {"type": "function", "function": {"name": choice["name"]}}
+        return "required"  # a built-in tool type: some tool must be used
+    return "auto" if choice == "none" else str(choice)
+
+
+async def _stream(
+    response_id: str,
+    body: ResponseRequest,
+    created: float,
+    events: AsyncIterator[Any],
+    client: openai.AsyncOpenAI,
+    traces: Any,
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    items = Items()
+    positions: dict[str, int] = {}
+    start = response_object(response_id, body, created, [], None)
+    yield "response.created", {"response": start}
+    yield "response.in_progress", {"response": start}
+    try:
+        async for event in events:
+            if isinstance(event, ToolCallEvent):
+                item = items.started(event)
+                positions[item["id"]] = len(items.items) - 1
+                index = positions[item["id"]]
+                yield "response.output_item.added", {"output_index": index, "item": item}
+                yield f"response.{item['type']}.in_progress", {
+                    "output_index": index, "item_id": item["id"]}  # fmt: skip
+            elif isinstance(event, ToolResultEvent):
+                item = items.finished(event)
+                index = positions[item["id"]]
+                yield f"response.{item['type']}.completed", {
+                    "output_index": index, "item_id": item["id"]}  # fmt: skip
+                yield "response.output_item.done", {"output_index": index, "item": item}
+            else:
+                for part in _answer_events(items, event):
+                    yield part
+                final = response_object(response_id, body, created, items.items, event)
+                kind = "completed" if final["status"] == "completed" else "incomplete"
+                yield f"response.{kind}", {"response": final}
+    except KaiyuanError as exc:
+        failed = response_object(response_id, body, created, items.items, None)
+        failed.update(status="failed", error=envelope(exc)["error"])
+        yield "response.failed", {"response": failed}
+    finally:
+        await client.close()
+        traces.close()
+
+
+def _answer_events(items: Items, event: AnswerEvent) -> list[tuple[str, dict[str, Any]]]:
+    out: list[tuple[str, dict[str, Any]]] = []
+    for item in items.answer(event):
+        index = items.items.index(item)
+        if item["type"] == "message":
+            empty = {**item, "status": "in_progress", "content": []}
+            part = item["content"][0]
+            text = part["text"]
+            where = {"output_index": index, "item_id": item["id"], "content_index": 0}
+            out += [
+                ("response.output_item.added", {"output_index": index, "item": empty}),
+                ("response.content_part.added", {**where, "part": {**part, "text": ""}}),
+                ("response.output_text.delta", {**where, "delta": text, "logprobs": []}),
+                ("response.output_text.done", {**where, "text": text, "logprobs": []}),
+                ("response.content_part.done", {**where, "part": part}),
+                ("response.output_item.done", {"output_index": index, "item": item}),
+            ]
+        else:
+            where = {"output_index": index, "item_id": item["id"]}
+            out += [
+                ("response.output_item.added", {"output_index": index, "item": item}),
+                ("response.function_call_arguments.done",
+                 {**where, "arguments": item["arguments"]}),
+                ("response.output_item.done", {"output_index": index, "item": item}),
+            ]  # fmt: skip
+    return out
