@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -29,6 +29,24 @@ def default_home() -> Path:
 def config_file() -> Path:
     explicit = os.environ.get("KAIYUAN_CONFIG")
     return Path(explicit).expanduser() if explicit else default_home() / "config.toml"
+
+
+class McpServer(BaseModel):
+    """One MCP server: a command run over stdio, or a streamable-HTTP URL."""
+
+    model_config = ConfigDict(extra="forbid")
+    command: str | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: float = Field(30.0, gt=0, description="Seconds to connect and for each call.")
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServer:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("an MCP server needs exactly one of command (stdio) or url (HTTP)")
+        return self
 
 
 class Settings(BaseSettings):
@@ -130,6 +148,11 @@ class Settings(BaseSettings):
     agent_allowed_tools: list[str] = Field(
         default_factory=list,
         description="Tools with side effects (MCP tools) the agent may run without asking.",
+    )
+    mcp_servers: dict[str, McpServer] = Field(
+        default_factory=dict,
+        description="MCP servers whose tools join the agent's, by name: {command, args, env} "
+        "for stdio or {url, headers} for streamable HTTP (set in config.toml).",
     )
 
     @field_validator("models", mode="before")

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kaiyuan.agent.loop import AnswerEvent, ToolCallEvent, ToolResultEvent
+from kaiyuan.agent.mcp import SEPARATOR
+from kaiyuan.config import Settings
 from kaiyuan.errors import InvalidRequest
 from kaiyuan.protocol.openai import ResponseRequest
 from kaiyuan.tools.base import Tool, builtin
@@ -23,20 +25,36 @@ BUILTIN = {
     "code_interpreter": ("code",),
     "file_search": ("files",),
 }
-ITEM_TYPE = {
+ITEM_TYPE = {  # MCP tools (SERVER__TOOL) become mcp_call items
     "search": "web_search_call", "fetch": "web_search_call",
     "code": "code_interpreter_call", "files": "file_search_call",
 }  # fmt: skip
-PREFIX = {"web_search_call": "ws", "code_interpreter_call": "ci", "file_search_call": "fs"}
+PREFIX = {"web_search_call": "ws", "code_interpreter_call": "ci", "file_search_call": "fs",
+          "mcp_call": "mcp"}  # fmt: skip
 
 
-def plan_tools(body: ResponseRequest) -> tuple[list[Tool], list[dict[str, Any]]]:
-    """Built-in tools to run here, and the client's function tools (as chat tool specs)."""
+def plan_tools(
+    body: ResponseRequest, settings: Settings
+) -> tuple[list[Tool], list[dict[str, Any]], list[str]]:
+    """Built-in tools to run here, the client's function tools (as chat tool specs), and the
+    configured MCP servers the request names (by ``server_label``; a request cannot bring its
+    own server URL, which could point anywhere)."""
     tools: dict[str, Tool] = {}
     functions: list[dict[str, Any]] = []
+    servers: list[str] = []
     for i, spec in enumerate(body.tools or []):
         extra = spec.model_extra or {}
-        if spec.type in BUILTIN:
+        if spec.type == "mcp":
+            label = extra.get("server_label")
+            server = settings.mcp_servers.get(label) if isinstance(label, str) else None
+            if server is None or extra.get("server_url") not in (None, server.url):
+                raise InvalidRequest(
+                    "an mcp tool must name a server configured in kaiyuan (mcp_servers) by "
+                    f"server_label; configured: {', '.join(settings.mcp_servers) or 'none'}",
+                    param=f"tools[{i}].server_label",
+                )
+            servers.append(str(label))
+        elif spec.type in BUILTIN:
             for tool_name in BUILTIN[spec.type]:
                 tools[tool_name] = builtin(tool_name)
         elif spec.type == "function":
@@ -52,10 +70,10 @@ def plan_tools(body: ResponseRequest) -> tuple[list[Tool], list[dict[str, Any]]]
         else:
             raise InvalidRequest(
                 f"tool type '{spec.type}' is not supported; kaiyuan offers web_search, "
-                "code_interpreter, file_search and function",
+                "code_interpreter, file_search, mcp and function",
                 param=f"tools[{i}].type",
             )
-    return list(tools.values()), functions
+    return list(tools.values()), functions, servers
 
 
 def to_messages(value: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -118,7 +136,7 @@ class Items:
     _open: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def started(self, event: ToolCallEvent) -> dict[str, Any]:
-        kind = ITEM_TYPE.get(event.name, "tool_call")
+        kind = ITEM_TYPE.get(event.name, "mcp_call" if SEPARATOR in event.name else "tool_call")
         try:
             arguments = json.loads(event.arguments or "{}")
         except ValueError:
@@ -133,6 +151,9 @@ class Items:
             item.update(code=arguments.get("code", ""), container_id="sandbox", outputs=None)
         elif event.name == "files":
             item.update(queries=[arguments.get("query", "")], results=None)
+        elif kind == "mcp_call":
+            label, _, tool = event.name.partition(SEPARATOR)
+            item.update(server_label=label, name=tool, arguments=event.arguments, output=None)
         else:
             item.update(name=event.name, arguments=event.arguments, output=None)
         self._open[event.id] = item
@@ -152,6 +173,8 @@ class Items:
                  "text": r.get("text"), "attributes": {"url": r.get("url")}}
                 for r in out.get("results", [])
             ]  # fmt: skip
+        elif item["type"] == "mcp_call":
+            item["output"] = None if event.error else out.get("text")
         elif item["type"] == "tool_call":
             item["output"] = event.error or json.dumps(out, ensure_ascii=False)
         if event.error:

@@ -31,11 +31,17 @@ def run_agent(
     import openai
 
     from kaiyuan.agent.loop import Agent, AnswerEvent, ToolCallEvent, ToolResultEvent
+    from kaiyuan.agent.mcp import load_tools
     from kaiyuan.agent.traces import Traces
     from kaiyuan.cli.chat import _base_url, _default_model, embedded_server
 
     names = [t.strip() for t in (tools or ",".join(DEFAULT_TOOLS)).split(",") if t.strip()]
-    chosen = [base.builtin(name) for name in names]
+    chosen = [base.builtin(name) for name in names if not name.startswith("mcp:")]
+    servers = [n.removeprefix("mcp:") for n in names if n.startswith("mcp:")]
+    if tools is None:
+        servers = list(settings.mcp_servers)  # by default every configured MCP server
+    if servers:
+        chosen += asyncio.run(load_tools(settings, servers))
     if url is None and model is not None:
         settings = settings.model_copy(update={"models": [model]})
     endpoint = contextlib.nullcontext(_base_url(url)) if url else embedded_server(settings)

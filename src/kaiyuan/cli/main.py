@@ -184,7 +184,10 @@ def import_command(path: Path, name: str | None, **options: Any) -> None:
 @click.option("-m", "--model", help="The model (default: one that chats, already loaded first).")
 @click.option("--url", help="Use a running OpenAI-compatible server instead of an in-process one.")
 @click.option(
-    "--tools", help="Comma-separated tools (default: search,fetch,code,files).", default=None
+    "--tools",
+    help="Comma-separated tools: search, fetch, code, files, mcp:SERVER (default: the four "
+    "built-in tools and every configured MCP server).",
+    default=None,
 )
 @click.option("--require-tool", is_flag=True, help="The first step must call a tool.")
 @setting("agent_max_steps", "--max-steps")

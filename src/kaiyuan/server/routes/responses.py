@@ -39,9 +39,13 @@ async def create_response(body: ResponseRequest, request: Request) -> Any:
     state = request.app.state
     engine: Engine = await state.pool.acquire(body.model)
     gen.require(engine.info, "chat", "/v1/responses")
-    tools, functions = plan_tools(body)
+    tools, functions, servers = plan_tools(body, state.settings)
     if body.tool_choice == "none":
-        tools, functions = [], []
+        tools, functions, servers = [], [], []
+    if servers:
+        from kaiyuan.agent.mcp import load_tools
+
+        tools += await load_tools(state.settings, servers)
     from kaiyuan.agent.traces import Traces  # SQLAlchemy: the [agent] extra, on first use
 
     traces = Traces(state.settings.home)
