@@ -9,7 +9,6 @@ k = 60). Every hit carries its source and position for citation.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import sqlite3
 import time
@@ -216,8 +215,8 @@ def terms(text: str) -> list[str]:
 
 
 def embedder() -> Any:
-    """The bundled all-MiniLM-L6-v2 (offline)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    """The bundled all-MiniLM-L6-v2, from its folder (``local_files_only``: never a hub; the
+    process environment is left alone, so a later hub call in the same process still works)."""
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging
 
