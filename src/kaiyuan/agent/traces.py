@@ -59,6 +59,14 @@ class Traces:
         self.engine = create_engine(f"sqlite:///{home / 'traces.sqlite'}")
         event.listen(self.engine, "connect", _pragmas)
         Base.metadata.create_all(self.engine)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added since a database was created (create_all adds only tables)."""
+        with self.engine.begin() as connection:
+            columns = {row[1] for row in connection.exec_driver_sql("PRAGMA table_info(runs)")}
+            if "messages" not in columns:
+                connection.exec_driver_sql("ALTER TABLE runs ADD COLUMN messages TEXT")
 
     def close(self) -> None:
         self.engine.dispose()
@@ -136,7 +144,9 @@ class Traces:
     def get(self, run_id: str) -> dict[str, Any]:
         """A run with its steps; ``run_id`` may be a unique prefix (as printed by `traces`)."""
         with Session(self.engine) as session:
-            matches = session.scalars(select(Run).where(Run.id.startswith(run_id))).all()
+            matches = session.scalars(
+                select(Run).where(Run.id.startswith(run_id, autoescape=True))
+            ).all()
             if len(matches) != 1 or not run_id:
                 what = "no agent run" if not matches else "more than one agent run matches"
                 raise NotFound(f"{what} '{run_id}'", param="id")
