@@ -27,7 +27,6 @@ from kaiyuan.agent.loop import (
     SYSTEM,
     WRAP_UP,
     Agent,
-    AgentFailed,
     AnswerEvent,
     Confirm,
     Event,
@@ -38,7 +37,7 @@ from kaiyuan.agent.loop import (
 from kaiyuan.agent.traces import Traces
 from kaiyuan.config import Settings
 from kaiyuan.engines.pool import EnginePool
-from kaiyuan.errors import NotFound
+from kaiyuan.errors import InvalidRequest, NotFound
 from kaiyuan.server import create_app
 from kaiyuan.tools.base import Tool, ToolFailed, builtin
 from tests.fakes import Reply, ScriptedEngine
@@ -599,13 +598,15 @@ def test_model_errors_are_reported_back_and_the_loop_goes_on(rig: Rig) -> None:
 
 
 def test_model_failure_fails_the_run_and_is_traced(rig: Rig) -> None:
-    # The prompt (system, task, tool prompt) does not fit the model: the server says 400.
-    with pytest.raises(AgentFailed, match=r"^the model failed: "):
+    # The prompt (system, task, tool prompt) does not fit the model: the server's 400 stays
+    # a 400 (the caller's input is at fault), and the run is traced as failed.
+    with pytest.raises(InvalidRequest, match=r"maximum context length is 300") as err:
         rig.run([say("never")], [builtin("code")], context_length=300)
+    assert err.value.status == 400 and err.value.code == "context_length_exceeded"
     assert rig.engine.records == []
     (listed,) = rig.traces.runs()
     run = rig.trace(listed["id"])
-    assert run["status"] == "failed" and run["stop_reason"] == "AgentFailed"
+    assert run["status"] == "failed" and run["stop_reason"] == "InvalidRequest"
     assert run["answer"] is None and run["steps"] == 1
     (step,) = run["trace"]
     assert step["kind"] == "model" and step["output"] is None

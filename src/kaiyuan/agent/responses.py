@@ -136,12 +136,12 @@ class Items:
     _open: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def started(self, event: ToolCallEvent) -> dict[str, Any]:
-        kind = ITEM_TYPE.get(event.name, "mcp_call" if SEPARATOR in event.name else "tool_call")
+        kind = ITEM_TYPE.get(event.name, "mcp_call" if SEPARATOR in event.name else "function_call")
         try:
             arguments = json.loads(event.arguments or "{}")
         except ValueError:
             arguments = {}
-        item: dict[str, Any] = {"type": kind, "id": f"{PREFIX.get(kind, 'tc')}_{event.id}",
+        item: dict[str, Any] = {"type": kind, "id": f"{PREFIX.get(kind, 'fc')}_{event.id}",
                                 "status": "in_progress"}  # fmt: skip
         if event.name == "search":
             item["action"] = {"type": "search", "query": arguments.get("query", "")}
@@ -154,8 +154,8 @@ class Items:
         elif kind == "mcp_call":
             label, _, tool = event.name.partition(SEPARATOR)
             item.update(server_label=label, name=tool, arguments=event.arguments, output=None)
-        else:
-            item.update(name=event.name, arguments=event.arguments, output=None)
+        else:  # a tool the request did not offer: it fails, as a function call item
+            item.update(call_id=event.id, name=event.name, arguments=event.arguments)
         self._open[event.id] = item
         self.items.append(item)
         return item
@@ -175,8 +175,6 @@ class Items:
             ]  # fmt: skip
         elif item["type"] == "mcp_call":
             item["output"] = None if event.error else out.get("text")
-        elif item["type"] == "tool_call":
-            item["output"] = event.error or json.dumps(out, ensure_ascii=False)
         if event.error:
             item["error"] = event.error
         return item
@@ -191,8 +189,10 @@ class Items:
                 for m in re.finditer(re.escape(f"[{s.ref}]"), event.text)
             ]  # fmt: skip
             annotations.sort(key=lambda a: a["start_index"])
+            cut = event.stop_reason == "max_tokens"
             added.append({
-                "type": "message", "id": f"msg_{event.run_id}", "status": "completed",
+                "type": "message", "id": f"msg_{event.run_id}",
+                "status": "incomplete" if cut else "completed",
                 "role": "assistant",
                 "content": [{"type": "output_text", "text": event.text,
                              "annotations": annotations, "logprobs": []}],
@@ -207,8 +207,8 @@ class Items:
         return added
 
 
-INCOMPLETE = {"max_tokens": "max_output_tokens", "max_steps": "max_tool_calls",
-              "max_seconds": "max_seconds"}  # fmt: skip
+INCOMPLETE = {"max_tokens": "max_output_tokens", "max_steps": "max_steps",
+              "max_tool_calls": "max_tool_calls", "max_seconds": "max_seconds"}  # fmt: skip
 
 
 def response_object(

@@ -56,17 +56,18 @@ async def create_response(body: ResponseRequest, request: Request) -> Any:
     settings = state.settings
     if body.max_output_tokens is not None:
         settings = settings.model_copy(update={"agent_max_tokens": body.max_output_tokens})
-    if body.max_tool_calls is not None:
-        settings = settings.model_copy(update={"agent_max_steps": body.max_tool_calls + 1})
     client = openai.AsyncOpenAI(
         base_url="http://kaiyuan.internal/v1",
         api_key="internal",
         max_retries=0,
-        http_client=httpx2.AsyncClient(transport=httpx2.ASGITransport(app=request.app)),
+        http_client=httpx2.AsyncClient(
+            # an app error becomes a 500 response the agent maps, not an exception here
+            transport=httpx2.ASGITransport(app=request.app, raise_app_exceptions=False)
+        ),
     )
     agent = Agent(
         client, body.model, tools, settings, traces=traces, functions=functions,
-        tool_choice=_tool_choice(body.tool_choice),
+        tool_choice=_tool_choice(body.tool_choice), max_tool_calls=body.max_tool_calls,
         temperature=0.2 if body.temperature is None else body.temperature,
     )  # fmt: skip
     run_id = traces.start(body.model, task_text(history))
