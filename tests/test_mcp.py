@@ -4,6 +4,7 @@ over streamable HTTP; its tools join the agent, with side-effect tools gated."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from kaiyuan.engines.pool import EnginePool
 from kaiyuan.server import create_app
 from kaiyuan.tools.base import ToolFailed
 from tests.fakes import Reply, ScriptedEngine
-from tests.harness import serve_app
+from tests.harness import KAIYUAN, serve_app
 
 pytestmark = pytest.mark.slow
 
@@ -201,3 +202,20 @@ def test_responses_api_mcp_tool(tmp_path: Path, script: Path) -> None:
                 client.responses.create(model="fake-model", input="x", tools=[bad])  # type: ignore[list-item]
             assert isinstance(err.value.body, dict)
             assert err.value.body["param"] == "tools[0].server_label"
+
+
+def test_an_mcp_tool_runs_alone_from_the_cli(tmp_path: Path, script: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[mcp_servers.notes]\ncommand = "{sys.executable}"\n'
+        f'args = ["{script}", "stdio", "{notes}"]\n'
+    )
+    env = {"KAIYUAN_HOME": str(tmp_path), "KAIYUAN_CONFIG": str(config), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([KAIYUAN, "tool", "notes__add", '{"a": 1, "b": 2}'],
+                          env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["text"] == "3"
+    done = subprocess.run([KAIYUAN, "tool", "notes__nope", "{}"],
+                          env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1 and done.stderr.startswith("error: MCP server 'notes' has no")

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from kaiyuan.agent.mcp import SEPARATOR
 from kaiyuan.config import Settings
 from kaiyuan.errors import InvalidRequest
 from kaiyuan.tools import base
@@ -154,7 +155,20 @@ def run_tool(settings: Settings, name: str, arguments: str) -> None:
         parsed = json.loads(arguments)
     except ValueError as exc:
         raise InvalidRequest(f"the arguments are not JSON: {exc}", param="arguments") from None
-    result = base.call(name, parsed, settings)
+    if SEPARATOR in name:  # an MCP server's tool: SERVER__TOOL
+        from kaiyuan.agent.mcp import load_tools
+
+        server = name.split(SEPARATOR, 1)[0]
+        found = {t.name: t for t in asyncio.run(load_tools(settings, [server]))}
+        if name not in found:
+            raise InvalidRequest(
+                f"MCP server '{server}' has no tool '{name}'; it has: {', '.join(found)}",
+                param="tool",
+            )
+        tool = found[name]
+        result = tool.run(base.check_arguments(tool, parsed), settings)
+    else:
+        result = base.call(name, parsed, settings)
     click.echo(json.dumps(result, ensure_ascii=False, indent=2))
 
 

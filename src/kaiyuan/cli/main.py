@@ -236,7 +236,8 @@ def trace(run_id: str, as_json: bool) -> None:
 @friendly
 def tool_command(name: str, arguments: str) -> None:
     """Run one agent tool alone and print its JSON result, e.g.
-    kaiyuan tool code '{"code": "print(6 * 7)"}'  (tools: code, fetch, search, files)."""
+    kaiyuan tool code '{"code": "print(6 * 7)"}'  (tools: code, fetch, search, files, and
+    SERVER__TOOL for a configured MCP server's tool)."""
     from kaiyuan.cli import agent
 
     agent.run_tool(load_settings(), name, arguments)
