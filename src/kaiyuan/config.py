@@ -117,6 +117,14 @@ class Settings(BaseSettings):
     hub_timeout: float = Field(
         20.0, gt=0, description="Seconds to wait for a hub before giving up (per request)."
     )
+    # --- image and video generation ---------------------------------------------------------------
+    media_max_pixels: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Most pixels one image or video request may produce (width x height x "
+        "images or frames): the memory guard for generation.",
+    )
+
     # --- the agent and its tools ---------------------------------------------------------------
     sandbox_seconds: float = Field(
         10.0, gt=0, le=600, description="Wall-clock (and CPU) seconds one code run may take."

@@ -12,6 +12,7 @@ BACKENDS: dict[str, str] = {
     "llamacpp_embedding": "kaiyuan.engines.llamacpp.embedding:LlamaCppEmbeddingEngine",
     "sentence_transformers": "kaiyuan.engines.sentence:SentenceTransformerEngine",
     "transformers": "kaiyuan.engines.hf_transformers:TransformersEngine",
+    "diffusers": "kaiyuan.engines.diffusion:DiffusionEngine",
 }
 
 

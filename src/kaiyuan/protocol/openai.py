@@ -412,3 +412,19 @@ class ResponseRequest(_Request):
     metadata: dict[str, str] | None = None
     parallel_tool_calls: bool = True
     user: str | None = None
+
+
+# --- images and videos -------------------------------------------------------------------------
+class ImageRequest(_Request):
+    model: str
+    prompt: str = Field(min_length=1, max_length=10_000)
+    n: int = Field(1, ge=1, le=10)
+    size: str | None = None
+    response_format: Literal["b64_json", "url"] = "b64_json"
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    steps: int | None = Field(None, ge=1)
+    guidance_scale: float | None = Field(None, ge=0, le=50)
+    negative_prompt: str | None = Field(None, max_length=10_000)
+    quality: str | None = None  # accepted for OpenAI clients; not used
+    style: str | None = None
+    user: str | None = None

@@ -15,7 +15,15 @@ from kaiyuan.config import Settings
 from kaiyuan.engines.pool import EnginePool
 from kaiyuan.server import errors
 from kaiyuan.server.middleware import BodyLimit
-from kaiyuan.server.routes import chat, completions, embeddings, health, models, responses
+from kaiyuan.server.routes import (
+    chat,
+    completions,
+    embeddings,
+    health,
+    images,
+    models,
+    responses,
+)
 
 
 def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
@@ -45,7 +53,7 @@ def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
         app.state.pool = pool
     errors.install(app)
     _document_errors_as_served(app)
-    for module in (health, models, chat, completions, embeddings, responses):
+    for module in (health, models, chat, completions, embeddings, responses, images):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
