@@ -52,3 +52,56 @@ def stable_diffusion(folder: Path) -> Path:
     )  # fmt: skip
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def byte_tokenizer(vocab_size: int = 300) -> Any:
+    """A byte-level BPE with pad and end tokens, as T5-style pipelines expect."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )  # fmt: skip
+    tok.train_from_iterator(["a red fox runs through the snowy forest at dawn"] * 10, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+def wan(folder: Path) -> Path:
+    """Wan 2.1 text-to-video layout: UMT5 text encoder, Wan VAE (4x temporal, 8x spatial
+    compression, as in the real model), WanTransformer3DModel with 2x2 patches."""
+    import torch
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        WanPipeline,
+        WanTransformer3DModel,
+    )
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(0)
+    tokenizer = byte_tokenizer()
+    text = UMT5EncoderModel(UMT5Config(
+        vocab_size=len(tokenizer), d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2,
+        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, dropout_rate=0.0,
+    ))  # fmt: skip
+    vae = AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+    )  # fmt: skip
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=4, in_channels=16,
+        out_channels=16, text_dim=16, freq_dim=16, ffn_dim=16, num_layers=1,
+        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+    )  # fmt: skip
+    pipe = WanPipeline(
+        tokenizer=tokenizer, text_encoder=text, vae=vae, transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+    )  # fmt: skip
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -18,7 +21,7 @@ from tests import diffusion_models
 from tests.harness import KaiyuanServer
 
 pytestmark = pytest.mark.slow
-SD = "tiny-sd"
+SD, WAN = "tiny-sd", "tiny-wan"
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +31,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KaiyuanServer]:
     sd = diffusion_models.stable_diffusion(tmp_path_factory.mktemp("sd"))
     record = store.install(SD, [sd], move=False, source="test")
     assert record.format == "diffusers" and record.capabilities == ["image"]
+    wan = diffusion_models.wan(tmp_path_factory.mktemp("wan"))
+    assert store.install(WAN, [wan], move=False, source="test").capabilities == ["video"]
     with KaiyuanServer(home=home, args=["--threads", "1"]) as running:
         yield running
 
@@ -97,3 +102,114 @@ def test_wrong_model_kinds_are_400s(server: KaiyuanServer) -> None:
     assert isinstance(err.value.body, dict) and "capabilities: image" in err.value.body["message"]
     with pytest.raises(openai.NotFoundError):
         client.images.generate(model="no-such-model", prompt="x")
+
+
+# --- video jobs -------------------------------------------------------------------------------
+def wait(client: openai.OpenAI, video_id: str, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        video = client.videos.retrieve(video_id)
+        if video.status not in ("queued", "in_progress"):
+            return video
+        time.sleep(0.2)
+    raise AssertionError(f"video {video_id} did not finish")
+
+
+def make_video(client: openai.OpenAI, seed: int, **extra: Any) -> bytes:
+    created = client.videos.create(
+        model=WAN, prompt="a fox in the snow", size="32x16",  # type: ignore[arg-type]
+        extra_body={"frames": 9, "steps": 2, "seed": seed, "fps": 8, **extra},
+    )  # fmt: skip
+    assert created.status in ("queued", "in_progress") and created.id.startswith("video_")
+    done = wait(client, created.id)
+    assert done.status == "completed" and done.progress == 100, done
+    assert done.size == "32x16"
+    return client.videos.download_content(created.id).read()
+
+
+def test_video_job_makes_an_mp4_with_the_requested_frames(
+    server: KaiyuanServer, tmp_path: Path
+) -> None:
+    import imageio.v2 as imageio
+
+    client = server.client()
+    data = make_video(client, seed=3)
+    path = tmp_path / "out.mp4"
+    path.write_bytes(data)
+    reader = imageio.get_reader(str(path), format="FFMPEG")
+    try:
+        meta = reader.get_meta_data()
+        frames = [frame for frame in reader]
+    finally:
+        reader.close()
+    assert meta["codec"] == "h264" and meta["fps"] == 8 and tuple(meta["size"]) == (32, 16)
+    assert len(frames) == 9 and frames[0].shape == (16, 32, 3)  # frames of height x width
+    assert make_video(client, seed=3) == data  # same seed, same pixels, same bytes
+    assert make_video(client, seed=4) != data
+
+
+def test_video_rules_and_wrong_inputs(server: KaiyuanServer) -> None:
+    client = server.client()
+    cases = [
+        ({"size": "20x16", "extra_body": {"frames": 9}}, "size", "divisible by 16"),
+        ({"size": "32x16", "extra_body": {"frames": 10}}, "frames", "4k+1"),
+        ({"size": "4096x4096", "extra_body": {"frames": 81}}, "size", "media_max_pixels"),
+    ]
+    for options, param, words in cases:
+        with pytest.raises(openai.BadRequestError) as err:
+            client.videos.create(model=WAN, prompt="x", **options)  # type: ignore[arg-type]
+        body = err.value.body
+        assert isinstance(body, dict) and body["param"] == param and words in body["message"]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.videos.create(model=SD, prompt="x")
+    assert isinstance(err.value.body, dict) and "capabilities: image" in err.value.body["message"]
+    png = io.BytesIO()
+    Image.new("RGB", (32, 16), (9, 9, 9)).save(png, format="PNG")
+    with pytest.raises(openai.BadRequestError) as err:
+        client.videos.create(
+            model=WAN, prompt="x", size="32x16",  # type: ignore[arg-type]
+            input_reference=("ref.png", png.getvalue(), "image/png"),
+            extra_body={"frames": 9},
+        )  # fmt: skip
+    assert isinstance(err.value.body, dict) and err.value.body["param"] == "input_reference"
+
+
+def test_list_delete_and_cancel(server: KaiyuanServer) -> None:
+    client = server.client()
+    make_video(client, seed=1)
+    listed = client.videos.list()
+    assert listed.data and all(v.model == WAN for v in listed.data)
+    finished = listed.data[0].id
+    assert client.videos.delete(finished).deleted is True
+    with pytest.raises(openai.NotFoundError):
+        client.videos.retrieve(finished)
+    with pytest.raises(openai.NotFoundError):
+        client.videos.download_content(finished)
+    # a long job, deleted while it runs: it stops and leaves no file
+    long = client.videos.create(
+        model=WAN, prompt="long", size="32x16",  # type: ignore[arg-type]
+        extra_body={"frames": 9, "steps": 150, "seed": 2},
+    )  # fmt: skip
+    assert client.videos.delete(long.id).deleted is True
+    with pytest.raises(openai.NotFoundError):
+        client.videos.retrieve(long.id)
+    time.sleep(1.0)
+    assert not list((server.home / "media" / "videos").glob(f"{long.id}*"))
+
+
+def test_a_restart_marks_unfinished_jobs_failed(tmp_path: Path) -> None:
+    from kaiyuan.media.jobs import Jobs
+
+    jobs = Jobs(tmp_path)
+    params = {"width": 16, "height": 16, "frames": 9, "fps": 8}
+    queued = jobs.create("m", "p", params)["id"]
+    jobs.update(running := jobs.create("m", "q", params)["id"], status="in_progress")
+    done = jobs.create("m", "r", params)["id"]
+    jobs.update(done, status="completed", progress=100)
+    jobs.close()
+    again = Jobs(tmp_path)  # the server came back
+    for job_id in (queued, running):
+        job = again.get(job_id)
+        assert job["status"] == "failed" and "restarted" in job["error"]["message"]
+    assert again.get(done)["status"] == "completed"
+    again.close()

@@ -10,6 +10,7 @@ temporal compression and the transformer's patch size), so a request that breaks
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
@@ -109,6 +110,8 @@ class DiffusionEngine(Engine):
         self.pipeline = pipeline.to(self.device)
         self.pipeline.set_progress_bar_config(disable=True)
         name = type(pipeline).__name__
+        # image-to-video pipelines take an `image`; text-to-video ones do not
+        self.takes_image = "image" in inspect.signature(type(pipeline).__call__).parameters
         self.rules = _rules(self.pipeline, video=name.startswith(VIDEO_CLASSES) or "Video" in name)
         self.info = ModelInfo(
             id=model_id,

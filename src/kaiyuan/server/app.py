@@ -23,6 +23,7 @@ from kaiyuan.server.routes import (
     images,
     models,
     responses,
+    videos,
 )
 
 
@@ -53,7 +54,7 @@ def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
         app.state.pool = pool
     errors.install(app)
     _document_errors_as_served(app)
-    for module in (health, models, chat, completions, embeddings, responses, images):
+    for module in (health, models, chat, completions, embeddings, responses, images, videos):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
