@@ -213,3 +213,30 @@ def test_a_restart_marks_unfinished_jobs_failed(tmp_path: Path) -> None:
         assert job["status"] == "failed" and "restarted" in job["error"]["message"]
     assert again.get(done)["status"] == "completed"
     again.close()
+
+
+def test_cli_image_and_video(server: KaiyuanServer, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.harness import KAIYUAN
+
+    env = {"KAIYUAN_HOME": str(server.home), "PATH": "/usr/bin:/bin"}
+
+    def kaiyuan(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([KAIYUAN, *args, "--url", server.url], env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    png = tmp_path / "fox.png"
+    done = kaiyuan("image", "a fox", "-m", SD, "-o", str(png), "--size", "48x32",
+                   "--steps", "2", "--seed", "5")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert Image.open(png).size == (48, 32) and f"saved {png}" in done.stdout
+    mp4 = tmp_path / "waves.mp4"
+    done = kaiyuan("video", "waves", "-m", WAN, "-o", str(mp4), "--size", "32x16",
+                   "--frames", "9", "--steps", "2", "--seed", "5", "--fps", "8")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert mp4.read_bytes()[4:8] == b"ftyp" and "32x16" in done.stdout
+    bad = kaiyuan("video", "waves", "-m", WAN, "-o", str(tmp_path / "bad.mp4"),
+                  "--size", "32x16", "--frames", "8")  # fmt: skip
+    assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0
+    assert bad.stderr.startswith("error: 8 frames are not allowed") and "4k+1" in bad.stderr

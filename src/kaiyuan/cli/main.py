@@ -230,6 +230,51 @@ def trace(run_id: str, as_json: bool) -> None:
     agent_cli.show_trace(load_settings(), run_id, as_json=as_json)
 
 
+@cli.command()
+@click.argument("prompt")
+@click.option("-m", "--model", required=True, help="An image model in the store.")
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), default=Path("out.png"),
+              show_default=True, help="The PNG to write.")  # fmt: skip
+@click.option("--size", help="WIDTHxHEIGHT (default: the model's own).")
+@click.option("--steps", type=int, help="Denoising steps (default 30).")
+@click.option("--seed", type=int, help="Same seed, same pixels.")
+@click.option("--guidance", "guidance_scale", type=float, help="Guidance scale.")
+@click.option("--negative", "negative_prompt", help="What the image should not show.")
+@click.option("--url", help="Use a running server instead of an in-process one.")
+@friendly
+def image(prompt: str, model: str, out: Path, url: str | None, **options: Any) -> None:
+    """Generate an image: kaiyuan image "a red fox" -m MODEL -o fox.png"""
+    from kaiyuan.cli import media
+
+    media.image(load_settings(), prompt, model=model, out=out, url=url, **options)
+
+
+@cli.command()
+@click.argument("prompt")
+@click.option("-m", "--model", required=True, help="A video model in the store.")
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), default=Path("out.mp4"),
+              show_default=True, help="The MP4 to write.")  # fmt: skip
+@click.option("--size", help="WIDTHxHEIGHT (default: the model's own).")
+@click.option("--frames", type=int, help="Frame count (Wan: of the form 4k+1, e.g. 81).")
+@click.option("--fps", type=int, help="Frames per second of the MP4 (default 16).")
+@click.option("--steps", type=int, help="Denoising steps (default 30).")
+@click.option("--seed", type=int, help="Same seed, same frames.")
+@click.option("--guidance", "guidance_scale", type=float, help="Guidance scale.")
+@click.option("--negative", "negative_prompt", help="What the video should not show.")
+@click.option("--image", "image_path", type=click.Path(path_type=Path, exists=True),
+              help="A first frame (image-to-video pipelines).")  # fmt: skip
+@click.option("--url", help="Use a running server instead of an in-process one.")
+@friendly
+def video(
+    prompt: str, model: str, out: Path, url: str | None, image_path: Path | None, **options: Any
+) -> None:
+    """Generate a video: kaiyuan video "waves at dusk" -m MODEL -o waves.mp4"""
+    from kaiyuan.cli import media
+
+    media.video(load_settings(), prompt, model=model, out=out, url=url, image_path=image_path,
+                **options)  # fmt: skip
+
+
 @cli.command(name="tool")
 @click.argument("name")
 @click.argument("arguments", default="{}")

@@ -90,6 +90,12 @@ class DiffusionEngine(Engine):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a store folder, never a hub
         import torch
         from diffusers import DiffusionPipeline
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        for library in (diffusers_logging, transformers_logging):  # loading bars and notices
+            library.disable_progress_bar()
+            library.set_verbosity_error()
 
         if threads:
             torch.set_num_threads(threads)
@@ -99,7 +105,7 @@ class DiffusionEngine(Engine):
         self._torch = torch
         try:
             pipeline: Any = DiffusionPipeline.from_pretrained(
-                str(path), local_files_only=True, use_safetensors=True, torch_dtype=self.dtype,
+                str(path), local_files_only=True, use_safetensors=True, dtype=self.dtype,
                 trust_remote_code=trust_remote_code,
             )  # fmt: skip
         except OSError as exc:  # a component's weights are missing from the folder
