@@ -21,7 +21,7 @@ from tests import diffusion_models
 from tests.harness import KaiyuanServer
 
 pytestmark = pytest.mark.slow
-SD, WAN = "tiny-sd", "tiny-wan"
+SD, FLUX, WAN = "tiny-sd", "tiny-flux", "tiny-wan"
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KaiyuanServer]:
     sd = diffusion_models.stable_diffusion(tmp_path_factory.mktemp("sd"))
     record = store.install(SD, [sd], move=False, source="test")
     assert record.format == "diffusers" and record.capabilities == ["image"]
+    flux = diffusion_models.flux(tmp_path_factory.mktemp("flux"))
+    assert store.install(FLUX, [flux], move=False, source="test").capabilities == ["image"]
     wan = diffusion_models.wan(tmp_path_factory.mktemp("wan"))
     assert store.install(WAN, [wan], move=False, source="test").capabilities == ["video"]
     with KaiyuanServer(home=home, args=["--threads", "1"]) as running:
@@ -42,12 +44,15 @@ def decode(b64: str | None) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(b64)))
 
 
-def test_image_has_the_requested_size_and_a_seed_repeats_its_pixels(server: KaiyuanServer) -> None:
+@pytest.mark.parametrize("model", [SD, FLUX])
+def test_image_has_the_requested_size_and_a_seed_repeats_its_pixels(
+    server: KaiyuanServer, model: str
+) -> None:
     client = server.client()
 
     def make(seed: int) -> np.ndarray:
         result = client.images.generate(
-            model=SD, prompt="a red cat", size="64x32", n=1,
+            model=model, prompt="a red cat", size="64x32", n=1,
             extra_body={"seed": seed, "steps": 2},
         )  # fmt: skip
         image = decode(result.data[0].b64_json)
@@ -240,3 +245,9 @@ def test_cli_image_and_video(server: KaiyuanServer, tmp_path: Path) -> None:
                   "--size", "32x16", "--frames", "8")  # fmt: skip
     assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0
     assert bad.stderr.startswith("error: 8 frames are not allowed") and "4k+1" in bad.stderr
+
+
+def test_flux_sides_must_fit_its_packed_latents(server: KaiyuanServer) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        server.client().images.generate(model=FLUX, prompt="x", size="31x32")
+    assert isinstance(err.value.body, dict) and "divisible by 2" in err.value.body["message"]

@@ -24,6 +24,7 @@ from kaiyuan.errors import InvalidRequest, KaiyuanError
 
 log = logging.getLogger(__name__)
 VIDEO_CLASSES = ("Wan", "CogVideoX", "LTX", "HunyuanVideo")
+PACKED = ("Flux", "QwenImage", "Chroma")  # latents packed 2x2 into tokens
 
 
 class Cancelled(KaiyuanError):
@@ -211,7 +212,7 @@ def _rules(pipeline: Any, *, video: bool) -> Rules:
     patch = getattr(getattr(denoiser, "config", None), "patch_size", None) or 1
     if isinstance(patch, list | tuple):  # Wan: (t, h, w)
         patch = patch[-1]
-    multiple = spatial * int(patch)
+    multiple = spatial * int(patch) * (2 if type(pipeline).__name__.startswith(PACKED) else 1)
     config = getattr(getattr(denoiser, "config", None), "sample_size", None)
     side = int(config) * spatial if isinstance(config, int) and config > 0 else 64 * spatial
     temporal = int(getattr(pipeline, "vae_scale_factor_temporal", 0) or 4) if video else 1
