@@ -21,7 +21,7 @@ from tests import diffusion_models
 from tests.harness import KaiyuanServer
 
 pytestmark = pytest.mark.slow
-SD, FLUX, WAN = "tiny-sd", "tiny-flux", "tiny-wan"
+SD, SDXL, FLUX, WAN, COG = "tiny-sd", "tiny-sdxl", "tiny-flux", "tiny-wan", "tiny-cogvideox"
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KaiyuanServer]:
     sd = diffusion_models.stable_diffusion(tmp_path_factory.mktemp("sd"))
     record = store.install(SD, [sd], move=False, source="test")
     assert record.format == "diffusers" and record.capabilities == ["image"]
+    sdxl = diffusion_models.stable_diffusion_xl(tmp_path_factory.mktemp("sdxl"))
+    assert store.install(SDXL, [sdxl], move=False, source="test").capabilities == ["image"]
+    cog = diffusion_models.cogvideox(tmp_path_factory.mktemp("cogvideox"))
+    assert store.install(COG, [cog], move=False, source="test").capabilities == ["video"]
     flux = diffusion_models.flux(tmp_path_factory.mktemp("flux"))
     assert store.install(FLUX, [flux], move=False, source="test").capabilities == ["image"]
     wan = diffusion_models.wan(tmp_path_factory.mktemp("wan"))
@@ -44,7 +48,7 @@ def decode(b64: str | None) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(b64)))
 
 
-@pytest.mark.parametrize("model", [SD, FLUX])
+@pytest.mark.parametrize("model", [SD, SDXL, FLUX])
 def test_image_has_the_requested_size_and_a_seed_repeats_its_pixels(
     server: KaiyuanServer, model: str
 ) -> None:
@@ -251,3 +255,20 @@ def test_flux_sides_must_fit_its_packed_latents(server: KaiyuanServer) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         server.client().images.generate(model=FLUX, prompt="x", size="31x32")
     assert isinstance(err.value.body, dict) and "divisible by 2" in err.value.body["message"]
+
+
+def test_cogvideox_makes_its_one_size_and_frame_count(server: KaiyuanServer) -> None:
+    client = server.client()
+    created = client.videos.create(
+        model=COG, prompt="a fox", size="16x16",  # type: ignore[arg-type]
+        extra_body={"frames": 9, "steps": 2, "seed": 1, "fps": 8},
+    )  # fmt: skip
+    done = wait(client, created.id)
+    assert done.status == "completed" and done.size == "16x16"
+    assert client.videos.download_content(created.id).read()[4:8] == b"ftyp"
+    wrong_size = {"size": "32x16", "extra_body": {"frames": 9}}
+    wrong_frames = {"size": "16x16", "extra_body": {"frames": 13}}
+    for options, words in [(wrong_size, "makes only 16x16"), (wrong_frames, "makes only 9")]:
+        with pytest.raises(openai.BadRequestError) as err:
+            client.videos.create(model=COG, prompt="x", **options)  # type: ignore[arg-type]
+        assert isinstance(err.value.body, dict) and words in err.value.body["message"]

@@ -40,8 +40,21 @@ class Rules:
     temporal: int = 1  # frames must be temporal * k + 1 (video)
     default_frames: int = 1
     max_steps: int = 150
+    fixed: tuple[int, int] | None = None  # learned position tables: only this (width, height)
+    fixed_frames: int | None = None  # ... and only this many frames
 
     def check(self, width: int, height: int, frames: int | None, steps: int) -> None:
+        if self.fixed is not None and (width, height) != self.fixed:
+            raise InvalidRequest(
+                f"size {width}x{height} is not allowed: this pipeline makes only "
+                f"{self.fixed[0]}x{self.fixed[1]} (its position embeddings are learned for it)",
+                param="size",
+            )
+        if self.fixed_frames is not None and frames is not None and frames != self.fixed_frames:
+            raise InvalidRequest(
+                f"{frames} frames are not allowed: this pipeline makes only {self.fixed_frames}",
+                param="frames",
+            )
         if width % self.multiple or height % self.multiple:
             raise InvalidRequest(
                 f"size {width}x{height} is not allowed: this pipeline needs width and height "
@@ -118,7 +131,11 @@ class DiffusionEngine(Engine):
         self.pipeline.set_progress_bar_config(disable=True)
         name = type(pipeline).__name__
         # image-to-video pipelines take an `image`; text-to-video ones do not
-        self.takes_image = "image" in inspect.signature(type(pipeline).__call__).parameters
+        call = inspect.signature(type(pipeline).__call__).parameters
+        self.takes_image = "image" in call
+        denoiser = getattr(pipeline, "transformer", None)
+        length = getattr(getattr(denoiser, "config", None), "max_text_seq_length", None)
+        self.text_length = int(length) if length and "max_sequence_length" in call else None
         self.rules = _rules(self.pipeline, video=name.startswith(VIDEO_CLASSES) or "Video" in name)
         self.info = ModelInfo(
             id=model_id,
@@ -186,6 +203,8 @@ class DiffusionEngine(Engine):
             options["guidance_scale"] = r.guidance_scale
         if r.negative_prompt:
             options["negative_prompt"] = r.negative_prompt
+        if self.text_length is not None:  # the prompt length its position table was built for
+            options["max_sequence_length"] = self.text_length
         if self.rules.video:
             options["num_frames"] = r.frames or self.rules.default_frames
             options["output_type"] = "pil"
@@ -216,7 +235,15 @@ def _rules(pipeline: Any, *, video: bool) -> Rules:
     config = getattr(getattr(denoiser, "config", None), "sample_size", None)
     side = int(config) * spatial if isinstance(config, int) and config > 0 else 64 * spatial
     temporal = int(getattr(pipeline, "vae_scale_factor_temporal", 0) or 4) if video else 1
+    fixed, fixed_frames = None, None
+    options = getattr(denoiser, "config", None)
+    learned = options is not None and getattr(options, "use_learned_positional_embeddings", None)
+    rotary = getattr(options, "use_rotary_positional_embeddings", True)
+    if options is not None and (learned or rotary is False) and hasattr(options, "sample_width"):
+        fixed = (int(options.sample_width) * spatial, int(options.sample_height) * spatial)
+        fixed_frames = int(getattr(options, "sample_frames", 0)) or None
     return Rules(
-        multiple=multiple, default_size=(side, side), video=video, temporal=temporal,
-        default_frames=temporal * 4 + 1 if video else 1,
+        multiple=multiple, default_size=fixed or (side, side), video=video, temporal=temporal,
+        default_frames=fixed_frames or (temporal * 4 + 1 if video else 1), fixed=fixed,
+        fixed_frames=fixed_frames,
     )  # fmt: skip
