@@ -819,25 +819,28 @@ def test_a_checkpoint_that_cannot_load_is_a_clean_500(budget_server: KaiyuanServ
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("model", "engine"), [("tiny-sd", "diffusers")])
-def test_server_refuses_formats_without_engine(
-    budget_server: KaiyuanServer, model: str, engine: str
+def test_server_refuses_media_models_on_text_routes_before_loading(
+    budget_server: KaiyuanServer,
 ) -> None:
-    message = assert_error(chat(budget_server, model), 400)
-    assert f"needs the {engine} engine" in message
-    assert loaded(budget_server)[model] is False
+    message = assert_error(chat(budget_server, "tiny-sd"), 400)
+    assert "its capabilities: image" in message
+    assert loaded(budget_server)["tiny-sd"] is False
     # The failure is not remembered as a half-loaded model: asking again says the same.
-    assert f"needs the {engine} engine" in assert_error(chat(budget_server, model), 400)
+    assert "its capabilities: image" in assert_error(chat(budget_server, "tiny-sd"), 400)
 
 
 @pytest.mark.slow
 def test_unservable_model_does_not_evict_loaded_ones(budget_server: KaiyuanServer) -> None:
     assert chat(budget_server, "smol-a").status_code == 200
     assert loaded(budget_server)["smol-a"] is True
-    # No engine here serves diffusers pipelines: the refusal comes before any eviction.
+    # A chat request for an image pipeline is refused from its record, before any eviction.
     message = assert_error(chat(budget_server, "tiny-sd"), 400)
-    assert "needs the diffusers engine" in message
+    assert "cannot be used with /v1/chat/completions" in message
     assert loaded(budget_server)["smol-a"] is True, "a working model was evicted for nothing"
+    # Its placeholder weights cannot load on the image route either: a clear 500, not a crash.
+    request = {"model": "tiny-sd", "prompt": "x", "size": "16x16"}
+    broken = httpx.post(budget_server.url + "/v1/images/generations", json=request, timeout=60)
+    assert broken.status_code == 500 and "could not be loaded" in broken.json()["error"]["message"]
 
 
 @pytest.mark.slow

@@ -84,6 +84,10 @@ class EnginePool:
         self._entries.move_to_end(model_id)
         return entry.engine
 
+    def unloaded_record(self, model_id: str) -> ModelRecord | None:
+        """The store's record of a model that is not loaded (404 if there is none)."""
+        return None if model_id in self._entries else self._record(model_id)
+
     def records(self) -> list[ModelRecord]:
         """Every servable model: the store's, plus engines handed in that it doesn't know."""
         records = {r.id: r for r in self.store.list()} if self.store else {}

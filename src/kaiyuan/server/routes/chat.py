@@ -36,8 +36,7 @@ FRAGMENT = 24  # streamed tool-call arguments go out in pieces of this many char
 )
 async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Any:
     state = request.app.state
-    engine: Engine = await state.pool.acquire(body.model)
-    gen.require(engine.info, "chat", "/v1/chat/completions")
+    engine = await gen.acquire(state.pool, body.model, "chat", "/v1/chat/completions")
     gen.check_choices(body.n, state.settings.max_n)
     prompt = build(engine.info, body, parser=state.settings.tool_parsers.get(body.model))
     tokens, media = await _encode(engine, prompt, state.settings)

@@ -36,8 +36,7 @@ router = APIRouter(tags=["completions"])
 )
 async def create_completion(body: CompletionRequest, request: Request) -> Any:
     state = request.app.state
-    engine: Engine = await state.pool.acquire(body.model)
-    gen.require(engine.info, "completion", "/v1/completions")
+    engine = await gen.acquire(state.pool, body.model, "completion", "/v1/completions")
     prompts = _prompts(body, engine)
     gen.check_choices(len(prompts) * body.n, state.settings.max_n)
     if body.echo and (body.logprobs is not None or any(text is None for text, _ in prompts)):

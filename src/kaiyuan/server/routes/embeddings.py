@@ -8,7 +8,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from kaiyuan.engines.base import Engine
 from kaiyuan.errors import InvalidRequest
 from kaiyuan.protocol.openai import EmbeddingList, EmbeddingRequest
 from kaiyuan.server import generation as gen
@@ -19,8 +18,7 @@ router = APIRouter(tags=["embeddings"])
 
 @router.post("/v1/embeddings", response_model=EmbeddingList, responses=ERROR_RESPONSES)
 async def create_embeddings(body: EmbeddingRequest, request: Request) -> Any:
-    engine: Engine = await request.app.state.pool.acquire(body.model)
-    gen.require(engine.info, "embedding", "/v1/embeddings")
+    engine = await gen.acquire(request.app.state.pool, body.model, "embedding", "/v1/embeddings")
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not all(isinstance(t, str) for t in texts):
         raise InvalidRequest(

@@ -14,7 +14,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
-from kaiyuan.engines.base import Engine
 from kaiyuan.errors import InvalidRequest, NotFound
 from kaiyuan.protocol.openai import ImageRequest
 from kaiyuan.server import generation as gen
@@ -29,8 +28,7 @@ async def create_images(body: ImageRequest, request: Request) -> Any:
     from kaiyuan.engines.diffusion import DiffusionEngine, MediaRequest
 
     state = request.app.state
-    engine: Engine = await state.pool.acquire(body.model)
-    gen.require(engine.info, "image", "/v1/images/generations")
+    engine = await gen.acquire(state.pool, body.model, "image", "/v1/images/generations")
     assert isinstance(engine, DiffusionEngine)  # the only backend with the image capability
     rules = engine.rules
     width, height = parse_size(body.size, rules.default_size)

@@ -18,7 +18,6 @@ from fastapi import APIRouter, Request
 
 from kaiyuan.agent.loop import Agent, AnswerEvent, ToolCallEvent, ToolResultEvent, task_text
 from kaiyuan.agent.responses import Items, now, plan_tools, response_object, to_messages
-from kaiyuan.engines.base import Engine
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.protocol.openai import ResponseRequest
 from kaiyuan.server import generation as gen
@@ -37,8 +36,7 @@ router = APIRouter(tags=["responses"])
 )
 async def create_response(body: ResponseRequest, request: Request) -> Any:
     state = request.app.state
-    engine: Engine = await state.pool.acquire(body.model)
-    gen.require(engine.info, "chat", "/v1/responses")
+    await gen.acquire(state.pool, body.model, "chat", "/v1/responses")  # loaded, can chat
     tools, functions, servers = plan_tools(body, state.settings)
     if body.tool_choice == "none":
         tools, functions, servers = [], [], []

@@ -15,7 +15,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
-from kaiyuan.engines.base import Engine
 from kaiyuan.errors import InvalidRequest
 from kaiyuan.protocol.openai import VideoRequest
 from kaiyuan.server import generation as gen
@@ -41,8 +40,7 @@ async def create_video(request: Request) -> Any:
 
     body, reference = await _body(request)
     state = request.app.state
-    engine: Engine = await state.pool.acquire(body.model)
-    gen.require(engine.info, "video", "/v1/videos")
+    engine = await gen.acquire(state.pool, body.model, "video", "/v1/videos")
     assert isinstance(engine, DiffusionEngine)  # the only backend with the video capability
     rules = engine.rules
     width, height = parse_size(body.size, rules.default_size)
