@@ -220,3 +220,49 @@ def cogvideox(folder: Path) -> Path:
     )  # fmt: skip
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def wan_image_to_video(folder: Path) -> Path:
+    """Wan 2.1 image-to-video layout: the text-to-video parts plus a CLIP image encoder, and a
+    transformer that also reads the first frame's latents and mask (36 input channels)."""
+    import torch
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        WanImageToVideoPipeline,
+        WanTransformer3DModel,
+    )
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+        UMT5Config,
+        UMT5EncoderModel,
+    )
+
+    torch.manual_seed(0)
+    tokenizer = byte_tokenizer()
+    text = UMT5EncoderModel(UMT5Config(
+        vocab_size=len(tokenizer), d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2,
+        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, dropout_rate=0.0,
+    ))  # fmt: skip
+    vae = AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+    )  # fmt: skip
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=4, in_channels=36,
+        out_channels=16, text_dim=16, freq_dim=16, ffn_dim=16, num_layers=1,
+        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32, image_dim=4,
+    )  # fmt: skip
+    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=4, projection_dim=4, num_hidden_layers=1, num_attention_heads=2,
+        image_size=32, intermediate_size=16, patch_size=4,
+    ))  # fmt: skip
+    pipe = WanImageToVideoPipeline(
+        tokenizer=tokenizer, text_encoder=text, vae=vae, transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), image_encoder=encoder,
+        image_processor=CLIPImageProcessor(crop_size=32, size=32),
+    )  # fmt: skip
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder

@@ -22,6 +22,7 @@ from tests.harness import KaiyuanServer
 
 pytestmark = pytest.mark.slow
 SD, SDXL, FLUX, WAN, COG = "tiny-sd", "tiny-sdxl", "tiny-flux", "tiny-wan", "tiny-cogvideox"
+I2V = "tiny-wan-i2v"
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KaiyuanServer]:
     assert store.install(SDXL, [sdxl], move=False, source="test").capabilities == ["image"]
     cog = diffusion_models.cogvideox(tmp_path_factory.mktemp("cogvideox"))
     assert store.install(COG, [cog], move=False, source="test").capabilities == ["video"]
+    i2v = diffusion_models.wan_image_to_video(tmp_path_factory.mktemp("wan-i2v"))
+    assert store.install(I2V, [i2v], move=False, source="test").capabilities == ["video"]
     flux = diffusion_models.flux(tmp_path_factory.mktemp("flux"))
     assert store.install(FLUX, [flux], move=False, source="test").capabilities == ["image"]
     wan = diffusion_models.wan(tmp_path_factory.mktemp("wan"))
@@ -272,3 +275,33 @@ def test_cogvideox_makes_its_one_size_and_frame_count(server: KaiyuanServer) -> 
         with pytest.raises(openai.BadRequestError) as err:
             client.videos.create(model=COG, prompt="x", **options)  # type: ignore[arg-type]
         assert isinstance(err.value.body, dict) and words in err.value.body["message"]
+
+
+def test_image_to_video_follows_the_reference_image(server: KaiyuanServer) -> None:
+    client = server.client()
+
+    def make(color: tuple[int, int, int]) -> bytes:
+        png = io.BytesIO()
+        Image.new("RGB", (32, 16), color).save(png, format="PNG")
+        created = client.videos.create(
+            model=I2V, prompt="it moves", size="32x16",  # type: ignore[arg-type]
+            input_reference=("first.png", png.getvalue(), "image/png"),
+            extra_body={"frames": 9, "steps": 2, "seed": 4, "fps": 8},
+        )  # fmt: skip
+        done = wait(client, created.id)
+        assert done.status == "completed", done
+        return client.videos.download_content(created.id).read()
+
+    red = make((220, 20, 20))
+    assert red[4:8] == b"ftyp"
+    assert make((220, 20, 20)) == red
+    assert make((20, 20, 220)) != red  # the first frame steers the video
+    with pytest.raises(openai.BadRequestError) as err:
+        client.videos.create(
+            model=I2V, prompt="x", size="32x16",  # type: ignore[arg-type]
+            input_reference=("bad.png", b"not an image", "image/png"), extra_body={"frames": 9},
+        )  # fmt: skip
+    assert isinstance(err.value.body, dict) and err.value.body["param"] == "input_reference"
+    with pytest.raises(openai.BadRequestError) as err:
+        client.videos.create(model=I2V, prompt="x", size="32x16", extra_body={"frames": 9})  # type: ignore[arg-type]
+    assert isinstance(err.value.body, dict) and "first frame" in err.value.body["message"]

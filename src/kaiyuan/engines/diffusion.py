@@ -133,6 +133,7 @@ class DiffusionEngine(Engine):
         # image-to-video pipelines take an `image`; text-to-video ones do not
         call = inspect.signature(type(pipeline).__call__).parameters
         self.takes_image = "image" in call
+        self.needs_image = self.takes_image and call["image"].default is inspect.Parameter.empty
         denoiser = getattr(pipeline, "transformer", None)
         length = getattr(getattr(denoiser, "config", None), "max_text_seq_length", None)
         self.text_length = int(length) if length and "max_sequence_length" in call else None

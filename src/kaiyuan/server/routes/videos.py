@@ -56,6 +56,11 @@ async def create_video(request: Request) -> Any:
             "input_reference image",
             param="input_reference",
         )
+    if reference is None and engine.needs_image:
+        raise InvalidRequest(
+            f"model '{body.model}' makes videos from a first frame: send an input_reference image",
+            param="input_reference",
+        )
     params = {"width": width, "height": height, "frames": frames, "fps": body.fps,
               "steps": steps, "seed": body.seed, "guidance_scale": body.guidance_scale}  # fmt: skip
     jobs = _jobs(request)
