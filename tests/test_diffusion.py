@@ -22,7 +22,7 @@ from tests.harness import KaiyuanServer
 
 pytestmark = pytest.mark.slow
 SD, SDXL, FLUX, WAN, COG = "tiny-sd", "tiny-sdxl", "tiny-flux", "tiny-wan", "tiny-cogvideox"
-I2V = "tiny-wan-i2v"
+I2V, QWEN = "tiny-wan-i2v", "tiny-qwen-image"
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KaiyuanServer]:
     assert store.install(SDXL, [sdxl], move=False, source="test").capabilities == ["image"]
     cog = diffusion_models.cogvideox(tmp_path_factory.mktemp("cogvideox"))
     assert store.install(COG, [cog], move=False, source="test").capabilities == ["video"]
+    qwen = diffusion_models.qwen_image(tmp_path_factory.mktemp("qwen-image"))
+    assert store.install(QWEN, [qwen], move=False, source="test").capabilities == ["image"]
     i2v = diffusion_models.wan_image_to_video(tmp_path_factory.mktemp("wan-i2v"))
     assert store.install(I2V, [i2v], move=False, source="test").capabilities == ["video"]
     flux = diffusion_models.flux(tmp_path_factory.mktemp("flux"))
@@ -51,7 +53,7 @@ def decode(b64: str | None) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(b64)))
 
 
-@pytest.mark.parametrize("model", [SD, SDXL, FLUX])
+@pytest.mark.parametrize("model", [SD, SDXL, FLUX, QWEN])
 def test_image_has_the_requested_size_and_a_seed_repeats_its_pixels(
     server: KaiyuanServer, model: str
 ) -> None:
