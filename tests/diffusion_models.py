@@ -72,9 +72,11 @@ def byte_tokenizer(vocab_size: int = 300) -> Any:
     )
 
 
-def wan(folder: Path) -> Path:
+def wan(folder: Path, *, two_experts: bool = False) -> Path:
     """Wan 2.1 text-to-video layout: UMT5 text encoder, Wan VAE (4x temporal, 8x spatial
-    compression, as in the real model), WanTransformer3DModel with 2x2 patches."""
+    compression, as in the real model), WanTransformer3DModel with 2x2 patches. With
+    ``two_experts``, Wan 2.2 A14B's: a high-noise and a low-noise transformer split at a
+    boundary timestep."""
     import torch
     from diffusers import (
         AutoencoderKLWan,
@@ -99,9 +101,13 @@ def wan(folder: Path) -> Path:
         out_channels=16, text_dim=16, freq_dim=16, ffn_dim=16, num_layers=1,
         cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
     )  # fmt: skip
+    experts: dict[str, Any] = {}
+    if two_experts:
+        experts = {"transformer_2": WanTransformer3DModel(**transformer.config),
+                   "boundary_ratio": 0.5}  # fmt: skip
     pipe = WanPipeline(
         tokenizer=tokenizer, text_encoder=text, vae=vae, transformer=transformer,
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), **experts,
     )  # fmt: skip
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder

@@ -22,7 +22,7 @@ from tests.harness import KaiyuanServer
 
 pytestmark = pytest.mark.slow
 SD, SDXL, FLUX, WAN, COG = "tiny-sd", "tiny-sdxl", "tiny-flux", "tiny-wan", "tiny-cogvideox"
-I2V, QWEN = "tiny-wan-i2v", "tiny-qwen-image"
+I2V, QWEN, WAN22 = "tiny-wan-i2v", "tiny-qwen-image", "tiny-wan2.2-a14b"
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KaiyuanServer]:
     assert store.install(SDXL, [sdxl], move=False, source="test").capabilities == ["image"]
     cog = diffusion_models.cogvideox(tmp_path_factory.mktemp("cogvideox"))
     assert store.install(COG, [cog], move=False, source="test").capabilities == ["video"]
+    wan22 = diffusion_models.wan(tmp_path_factory.mktemp("wan22"), two_experts=True)
+    assert store.install(WAN22, [wan22], move=False, source="test").capabilities == ["video"]
     qwen = diffusion_models.qwen_image(tmp_path_factory.mktemp("qwen-image"))
     assert store.install(QWEN, [qwen], move=False, source="test").capabilities == ["image"]
     i2v = diffusion_models.wan_image_to_video(tmp_path_factory.mktemp("wan-i2v"))
@@ -129,9 +131,9 @@ def wait(client: openai.OpenAI, video_id: str, timeout: float = 60) -> Any:
     raise AssertionError(f"video {video_id} did not finish")
 
 
-def make_video(client: openai.OpenAI, seed: int, **extra: Any) -> bytes:
+def make_video(client: openai.OpenAI, seed: int, model: str = WAN, **extra: Any) -> bytes:
     created = client.videos.create(
-        model=WAN, prompt="a fox in the snow", size="32x16",  # type: ignore[arg-type]
+        model=model, prompt="a fox in the snow", size="32x16",  # type: ignore[arg-type]
         extra_body={"frames": 9, "steps": 2, "seed": seed, "fps": 8, **extra},
     )  # fmt: skip
     assert created.status in ("queued", "in_progress") and created.id.startswith("video_")
@@ -307,3 +309,9 @@ def test_image_to_video_follows_the_reference_image(server: KaiyuanServer) -> No
     with pytest.raises(openai.BadRequestError) as err:
         client.videos.create(model=I2V, prompt="x", size="32x16", extra_body={"frames": 9})  # type: ignore[arg-type]
     assert isinstance(err.value.body, dict) and "first frame" in err.value.body["message"]
+
+
+def test_wan_2_2_two_experts(server: KaiyuanServer) -> None:
+    client = server.client()
+    first = make_video(client, seed=9, model=WAN22)
+    assert first[4:8] == b"ftyp" and make_video(client, seed=9, model=WAN22) == first
