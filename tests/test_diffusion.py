@@ -315,3 +315,21 @@ def test_wan_2_2_two_experts(server: KaiyuanServer) -> None:
     client = server.client()
     first = make_video(client, seed=9, model=WAN22)
     assert first[4:8] == b"ftyp" and make_video(client, seed=9, model=WAN22) == first
+
+
+def test_missing_weights_are_a_clear_error_naming_the_model(tmp_path: Path) -> None:
+    import shutil
+
+    home = tmp_path / "home"
+    folder = diffusion_models.stable_diffusion(tmp_path / "sd")
+    shutil.rmtree(folder / "unet")  # a download that lost a component
+    (folder / "unet").mkdir()
+    (folder / "unet" / "config.json").write_text("{}")
+    Store(home).install("broken-sd", [folder], move=False, source="test")
+    with KaiyuanServer(home=home, args=["--threads", "1"]) as running:
+        request = {"model": "broken-sd", "prompt": "x", "size": "16x16"}
+        response = httpx.post(running.url + "/v1/images/generations", json=request, timeout=60)
+    error = response.json()["error"]
+    assert response.status_code == 500 and error["code"] == "engine_error"
+    assert error["message"].startswith("model 'broken-sd' cannot be loaded")
+    assert str(tmp_path) not in error["message"] and "Traceback" not in response.text

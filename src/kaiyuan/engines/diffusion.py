@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kaiyuan.engines.base import Engine, EventStream, ModelInfo, SamplingParams
-from kaiyuan.errors import InvalidRequest, KaiyuanError
+from kaiyuan.errors import EngineFailure, InvalidRequest, KaiyuanError
 
 log = logging.getLogger(__name__)
 VIDEO_CLASSES = ("Wan", "CogVideoX", "LTX", "HunyuanVideo")
@@ -122,8 +122,9 @@ class DiffusionEngine(Engine):
                 str(path), local_files_only=True, use_safetensors=True, dtype=self.dtype,
                 trust_remote_code=trust_remote_code,
             )  # fmt: skip
-        except OSError as exc:  # a component's weights are missing from the folder
-            raise ValueError(f"pipeline {path.name} is incomplete: {exc}") from None
+        except (OSError, ValueError) as exc:  # e.g. a component's weights are missing
+            reason = str(exc).splitlines()[0].replace(str(path), "<model>")[:300]
+            raise EngineFailure(f"model '{model_id}' cannot be loaded: {reason}") from None
         for component in pipeline.components.values():
             if hasattr(component, "eval"):
                 component.eval()  # dropout off: a seed gives the same pixels

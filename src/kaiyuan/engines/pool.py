@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from kaiyuan.config import Settings
 from kaiyuan.engines.base import Engine
 from kaiyuan.engines.registry import engine_class, load_engine
-from kaiyuan.errors import EngineFailure, InvalidRequest, ModelNotFound, Overloaded
+from kaiyuan.errors import EngineFailure, InvalidRequest, KaiyuanError, ModelNotFound, Overloaded
 from kaiyuan.machine import total_memory
 from kaiyuan.store.records import ModelRecord
 from kaiyuan.store.store import Store
@@ -189,6 +189,9 @@ class EnginePool:
                 # only a model imported or pulled with --trust-remote-code runs its own code
                 trust_remote_code=record.trust_remote_code,
             )
+        except KaiyuanError:  # the engine said what is wrong, for the user
+            log.exception("loading %s failed", record.id)
+            raise
         except Exception as exc:
             log.exception("loading %s failed", record.id)
             raise EngineFailure(f"model '{record.id}' could not be loaded; see the log") from exc
