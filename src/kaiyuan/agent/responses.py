@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -246,7 +245,3 @@ def response_object(
         "metadata": body.metadata or {}, "store": body.store, "text": {"format": {"type": "text"}},
         "truncation": "disabled", "user": body.user,
     }  # fmt: skip
-
-
-def now() -> float:
-    return time.time()

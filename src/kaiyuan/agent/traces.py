@@ -9,10 +9,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Integer, String, Text, create_engine, event, select
+from sqlalchemy import Float, ForeignKey, Integer, String, Text, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from kaiyuan.errors import NotFound
+from kaiyuan.sqlite import open_engine
 
 
 class Base(DeclarativeBase):
@@ -55,11 +56,15 @@ class Step(Base):
 
 class Traces:
     def __init__(self, home: Path) -> None:
-        home.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(f"sqlite:///{home / 'traces.sqlite'}")
-        event.listen(self.engine, "connect", _pragmas)
+        self.engine = open_engine(home / "traces.sqlite")
         Base.metadata.create_all(self.engine)
         self._migrate()
+
+    def __enter__(self) -> Traces:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def _migrate(self) -> None:
         """Columns added since a database was created (create_all adds only tables)."""
@@ -155,14 +160,6 @@ class Traces:
                 select(Step).where(Step.run_id == run.id).order_by(Step.index)
             ).all()
             return {**_run_dict(run), "trace": [_step_dict(s) for s in steps]}
-
-
-def _pragmas(connection: Any, _: Any) -> None:
-    cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode = WAL")
-    cursor.execute("PRAGMA busy_timeout = 5000")
-    cursor.execute("PRAGMA foreign_keys = ON")
-    cursor.close()
 
 
 def _json(value: Any) -> str:

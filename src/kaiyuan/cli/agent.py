@@ -46,28 +46,24 @@ def run_agent(
     if url is None and model is not None:
         settings = settings.model_copy(update={"models": [model]})
     endpoint = contextlib.nullcontext(_base_url(url)) if url else embedded_server(settings)
-    traces = Traces(settings.home)
-    try:
-        with endpoint as base_url:
-            model = model or _default_model(openai.OpenAI(base_url=base_url, api_key="kaiyuan"))
-            client = openai.AsyncOpenAI(base_url=base_url, api_key="kaiyuan", max_retries=1)
-            agent = Agent(client, model, chosen, settings, traces=traces, confirm=_ask,
-                          tool_choice="required" if require_tool else "auto")  # fmt: skip
+    with Traces(settings.home) as traces, endpoint as base_url:
+        model = model or _default_model(openai.OpenAI(base_url=base_url, api_key="kaiyuan"))
+        client = openai.AsyncOpenAI(base_url=base_url, api_key="kaiyuan", max_retries=1)
+        agent = Agent(client, model, chosen, settings, traces=traces, confirm=_ask,
+                      tool_choice="required" if require_tool else "auto")  # fmt: skip
 
-            async def drive() -> AnswerEvent | None:
-                final = None
-                async for event in agent.run(task):
-                    if isinstance(event, ToolCallEvent):
-                        click.echo(f"→ {event.name} {event.arguments}", err=True)
-                    elif isinstance(event, ToolResultEvent):
-                        click.echo(f"← {event.name}: {_summary(event)}", err=True)
-                    else:
-                        final = event
-                return final
+        async def drive() -> AnswerEvent | None:
+            final = None
+            async for event in agent.run(task):
+                if isinstance(event, ToolCallEvent):
+                    click.echo(f"→ {event.name} {event.arguments}", err=True)
+                elif isinstance(event, ToolResultEvent):
+                    click.echo(f"← {event.name}: {_summary(event)}", err=True)
+                else:
+                    final = event
+            return final
 
-            answer = asyncio.run(drive())
-    finally:
-        traces.close()
+        answer = asyncio.run(drive())
     if answer is None:
         return
     click.echo(answer.text)
@@ -101,11 +97,8 @@ def _summary(event: Any) -> str:
 def list_traces(settings: Settings, *, as_json: bool) -> None:
     from kaiyuan.agent.traces import Traces
 
-    traces = Traces(settings.home)
-    try:
+    with Traces(settings.home) as traces:
         runs = traces.runs()
-    finally:
-        traces.close()
     if as_json:
         click.echo(json.dumps(runs, ensure_ascii=False, indent=2))
         return
@@ -121,11 +114,8 @@ def list_traces(settings: Settings, *, as_json: bool) -> None:
 def show_trace(settings: Settings, run_id: str, *, as_json: bool) -> None:
     from kaiyuan.agent.traces import Traces
 
-    traces = Traces(settings.home)
-    try:
+    with Traces(settings.home) as traces:
         run = traces.get(run_id)
-    finally:
-        traces.close()
     if as_json:
         click.echo(json.dumps(run, ensure_ascii=False, indent=2))
         return
@@ -175,22 +165,16 @@ def run_tool(settings: Settings, name: str, arguments: str) -> None:
 def docs_add(settings: Settings, paths: list[Path]) -> None:
     from kaiyuan.docs.index import DocIndex
 
-    index = DocIndex.open(settings.home)
-    try:
+    with DocIndex.open(settings.home) as index:
         for added in index.add(paths):
             click.echo(f"{added.status:9} {added.chunks:5} chunks  {added.source}")
-    finally:
-        index.close()
 
 
 def docs_list(settings: Settings, *, as_json: bool) -> None:
     from kaiyuan.docs.index import DocIndex
 
-    index = DocIndex.open(settings.home)
-    try:
+    with DocIndex.open(settings.home) as index:
         documents = index.documents()
-    finally:
-        index.close()
     if as_json:
         click.echo(json.dumps(documents, ensure_ascii=False, indent=2))
         return
@@ -203,10 +187,7 @@ def docs_list(settings: Settings, *, as_json: bool) -> None:
 def docs_rm(settings: Settings, source: str) -> None:
     from kaiyuan.docs.index import DocIndex
 
-    index = DocIndex.open(settings.home)
-    try:
+    with DocIndex.open(settings.home) as index:
         if not index.remove(source):
             raise InvalidRequest(f"'{source}' is not in the document index", param="source")
-    finally:
-        index.close()
     click.echo(f"removed {source}")

@@ -88,6 +88,12 @@ class DocIndex:
     def close(self) -> None:
         self.db.close()
 
+    def __enter__(self) -> DocIndex:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     # --- writing --------------------------------------------------------------------------------
     def add(self, paths: list[Path]) -> list[Added]:
         files = list(_files(paths))  # every path is checked before anything is added

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,21 +100,17 @@ class DiffusionEngine(Engine):
         trust_remote_code: bool = False,
         **_: Any,
     ) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a store folder, never a hub
         import torch
         from diffusers import DiffusionPipeline
         from diffusers.utils import logging as diffusers_logging
         from transformers.utils import logging as transformers_logging
 
+        from kaiyuan.engines.torch_device import place
+
         for library in (diffusers_logging, transformers_logging):  # loading bars and notices
             library.disable_progress_bar()
             library.set_verbosity_error()
-
-        if threads:
-            torch.set_num_threads(threads)
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        cuda_bf16 = self.device == "cuda" and torch.cuda.is_bf16_supported()
-        self.dtype = torch.bfloat16 if cuda_bf16 else torch.float32
+        self.device, self.dtype = place(threads)
         self._torch = torch
         try:
             pipeline: Any = DiffusionPipeline.from_pretrained(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import os
 import queue
 import threading
 from collections.abc import Sequence
@@ -45,6 +44,7 @@ from kaiyuan.engines.base import (
 )
 from kaiyuan.engines.jobs import Admission, Job, events
 from kaiyuan.engines.textstream import TextStream
+from kaiyuan.engines.torch_device import place
 from kaiyuan.engines.torch_sampling import Chooser, Grammar, StopWhenDone
 from kaiyuan.errors import EngineFailure, InvalidRequest
 
@@ -66,12 +66,7 @@ class TransformersEngine(Engine):
         trust_remote_code: bool = False,
         **_: Any,  # llama.cpp-only options (parallel slots)
     ) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a store folder, never a hub
-        if threads:
-            torch.set_num_threads(threads)
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        cuda_bf16 = self.device == "cuda" and torch.cuda.is_bf16_supported()
-        self.dtype = torch.bfloat16 if cuda_bf16 else torch.float32
+        self.device, self.dtype = place(threads)
         local: dict[str, Any] = {"local_files_only": True, "trust_remote_code": trust_remote_code}
         config = AutoConfig.from_pretrained(str(path), **local)
         vision = getattr(config, "vision_config", None) is not None

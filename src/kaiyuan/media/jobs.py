@@ -13,10 +13,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Float, Integer, String, Text, create_engine, event, select
+from sqlalchemy import Float, Integer, String, Text, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from kaiyuan.errors import KaiyuanError, NotFound
+from kaiyuan.sqlite import open_engine
 
 log = logging.getLogger(__name__)
 ACTIVE = ("queued", "in_progress")
@@ -44,10 +45,8 @@ class VideoJob(Base):
 
 class Jobs:
     def __init__(self, home: Path) -> None:
-        home.mkdir(parents=True, exist_ok=True)
         self.folder = home / "media" / "videos"
-        self.engine = create_engine(f"sqlite:///{home / 'media.sqlite'}")
-        event.listen(self.engine, "connect", _pragmas)
+        self.engine = open_engine(home / "media.sqlite")
         Base.metadata.create_all(self.engine)
         self.cancels: dict[str, threading.Event] = {}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -121,13 +120,6 @@ def _public(job: VideoJob) -> dict[str, Any]:
         "size": f"{params['width']}x{params['height']}", "error": error,
         "remixed_from_video_id": None, "frames": params["frames"], "fps": params["fps"],
     }  # fmt: skip
-
-
-def _pragmas(connection: Any, _: Any) -> None:
-    cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode = WAL")
-    cursor.execute("PRAGMA busy_timeout = 5000")
-    cursor.close()
 
 
 async def run(jobs: Jobs, job_id: str, engine: Any, request: Any, fps: int) -> None:

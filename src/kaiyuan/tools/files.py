@@ -10,11 +10,8 @@ from kaiyuan.tools.base import Tool
 
 
 def run(arguments: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    index = DocIndex.open(settings.home)
-    try:
+    with DocIndex.open(settings.home) as index:
         hits = index.search(arguments["query"], int(arguments.get("max_results") or 5))
-    finally:
-        index.close()
     return {"query": arguments["query"], "results": [hit.to_dict() for hit in hits]}
 
 

@@ -114,13 +114,13 @@ def run_python(code: str, *, limits: Limits = Limits(), work: Path | None = None
             seconds = time.monotonic() - started
         code_ = process.returncode
         return Result(
-            exit_code=None if timed_out else _exit_code(code_, err_path),
+            exit_code=None if timed_out else (code_ if code_ >= 0 else 128 - code_),
             stdout=_read(out_path, limits.max_output),
             stderr=_read(err_path, limits.max_output),
             timed_out=timed_out,
             seconds=seconds,
             files=_files(work, limits.max_files),
-            signal=None if timed_out else _signal(code_, err_path),
+            signal=None if timed_out else _signal(code_),
         )
 
 
@@ -178,11 +178,8 @@ def _processes_of(uid: int) -> int:
     return count
 
 
-def _exit_code(code: int, err_path: Path) -> int:
-    return code if code >= 0 else 128 - code
-
-
-def _signal(code: int, err_path: Path) -> str | None:
+def _signal(code: int) -> str | None:
+    """The signal that ended the run: a negative return code, or bwrap's 128 + N."""
     number = -code if code < 0 else code - 128 if code > 128 else 0
     try:
         return signal.Signals(number).name if number else None

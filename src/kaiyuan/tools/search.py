@@ -76,11 +76,8 @@ def searxng(query: str, limit: int, settings: Settings) -> list[dict[str, str]]:
 def docs(query: str, limit: int, settings: Settings) -> list[dict[str, str]]:
     from kaiyuan.docs.index import DocIndex
 
-    index = DocIndex.open(settings.home)
-    try:
+    with DocIndex.open(settings.home) as index:
         hits = index.search(query, limit)
-    finally:
-        index.close()
     return [{"title": hit.title, "url": hit.url, "snippet": hit.text} for hit in hits]
 
 

@@ -9,6 +9,7 @@ an ASGI transport, no socket).
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,10 +18,11 @@ import openai
 from fastapi import APIRouter, Request
 
 from kaiyuan.agent.loop import Agent, AnswerEvent, ToolCallEvent, ToolResultEvent, task_text
-from kaiyuan.agent.responses import Items, now, plan_tools, response_object, to_messages
+from kaiyuan.agent.responses import Items, plan_tools, response_object, to_messages
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.protocol.openai import ResponseRequest
 from kaiyuan.server import generation as gen
+from kaiyuan.server import shared
 from kaiyuan.server.errors import ERROR_RESPONSES, envelope
 from kaiyuan.server.sse import stream_events
 
@@ -44,9 +46,7 @@ async def create_response(body: ResponseRequest, request: Request) -> Any:
         from kaiyuan.agent.mcp import load_tools
 
         tools += await load_tools(state.settings, servers)
-    from kaiyuan.agent.traces import Traces  # SQLAlchemy: the [agent] extra, on first use
-
-    traces = Traces(state.settings.home)
+    traces = shared.traces(request)
     history: list[dict[str, Any]] = []
     if body.previous_response_id:
         history = traces.conversation(body.previous_response_id.removeprefix("resp_"))
@@ -69,10 +69,10 @@ async def create_response(body: ResponseRequest, request: Request) -> Any:
         temperature=0.2 if body.temperature is None else body.temperature,
     )  # fmt: skip
     run_id = traces.start(body.model, task_text(history))
-    created = now()
+    created = time.time()
     events = agent.run(history, instructions=body.instructions, run_id=run_id)
     if body.stream:
-        return stream_events(_stream(f"resp_{run_id}", body, created, events, client, traces))
+        return stream_events(_stream(f"resp_{run_id}", body, created, events, client))
     items = Items()
     answer = None
     try:
@@ -86,7 +86,6 @@ async def create_response(body: ResponseRequest, request: Request) -> Any:
                 answer = event
     finally:
         await client.close()
-        traces.close()
     return response_object(f"resp_{run_id}", body, created, items.items, answer)
 
 
@@ -104,7 +103,6 @@ async def _stream(
     created: float,
     events: AsyncIterator[Any],
     client: openai.AsyncOpenAI,
-    traces: Any,
 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     items = Items()
     positions: dict[str, int] = {}
@@ -138,7 +136,6 @@ async def _stream(
         yield "response.failed", {"response": failed}
     finally:
         await client.close()
-        traces.close()
 
 
 def _answer_events(items: Items, event: AnswerEvent) -> list[tuple[str, dict[str, Any]]]:

@@ -20,17 +20,9 @@ from kaiyuan.protocol.openai import VideoRequest
 from kaiyuan.server import generation as gen
 from kaiyuan.server.errors import ERROR_RESPONSES
 from kaiyuan.server.routes.images import check_pixels, parse_size
+from kaiyuan.server.shared import video_jobs
 
 router = APIRouter(tags=["videos"])
-
-
-def _jobs(request: Request) -> Any:
-    state = request.app.state
-    if getattr(state, "video_jobs", None) is None:
-        from kaiyuan.media.jobs import Jobs
-
-        state.video_jobs = Jobs(state.settings.home)
-    return state.video_jobs
 
 
 @router.post("/v1/videos", responses=ERROR_RESPONSES)
@@ -63,7 +55,7 @@ async def create_video(request: Request) -> Any:
         )
     params = {"width": width, "height": height, "frames": frames, "fps": body.fps,
               "steps": steps, "seed": body.seed, "guidance_scale": body.guidance_scale}  # fmt: skip
-    jobs = _jobs(request)
+    jobs = video_jobs(request)
     created = jobs.create(body.model, body.prompt, params)
     job = MediaRequest(
         prompt=body.prompt, width=width, height=height, steps=steps, seed=body.seed,
@@ -114,19 +106,19 @@ def _image(data: bytes) -> Any:
 
 @router.get("/v1/videos", responses=ERROR_RESPONSES)
 async def list_videos(request: Request) -> Any:
-    return {"object": "list", "data": _jobs(request).list()}
+    return {"object": "list", "data": video_jobs(request).list()}
 
 
 @router.get("/v1/videos/{video_id}", responses=ERROR_RESPONSES)
 async def get_video(video_id: str, request: Request) -> Any:
-    return _jobs(request).get(video_id)
+    return video_jobs(request).get(video_id)
 
 
 @router.get("/v1/videos/{video_id}/content", responses=ERROR_RESPONSES)
 async def get_video_content(video_id: str, request: Request) -> FileResponse:
-    return FileResponse(_jobs(request).path(video_id), media_type="video/mp4")
+    return FileResponse(video_jobs(request).path(video_id), media_type="video/mp4")
 
 
 @router.delete("/v1/videos/{video_id}", responses=ERROR_RESPONSES)
 async def delete_video(video_id: str, request: Request) -> Any:
-    return _jobs(request).delete(video_id)
+    return video_jobs(request).delete(video_id)

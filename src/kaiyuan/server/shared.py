@@ -1,0 +1,33 @@
+"""Stores the app opens once, on first use, and keeps on ``app.state`` (their libraries load
+only when a route needs them, never at start-up)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fastapi import Request
+
+T = TypeVar("T")
+
+
+def shared(request: Request, name: str, factory: Callable[[Path], T]) -> T:
+    state: Any = request.app.state
+    value: T | None = getattr(state, name, None)
+    if value is None:
+        value = factory(state.settings.home)
+        setattr(state, name, value)
+    return value
+
+
+def traces(request: Request) -> Any:
+    from kaiyuan.agent.traces import Traces
+
+    return shared(request, "traces", Traces)
+
+
+def video_jobs(request: Request) -> Any:
+    from kaiyuan.media.jobs import Jobs
+
+    return shared(request, "video_jobs", Jobs)
