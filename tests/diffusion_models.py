@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tests.tinymodels import byte_bpe
+
 
 def clip_tokenizer() -> Any:
     from transformers import CLIPTokenizer
@@ -56,34 +58,29 @@ def stable_diffusion(folder: Path) -> Path:
 
 def byte_tokenizer(vocab_size: int = 300) -> Any:
     """A byte-level BPE with pad and end tokens, as T5-style pipelines expect."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )  # fmt: skip
-    tok.train_from_iterator(["a red fox runs through the snowy forest at dawn"] * 10, trainer)
+    corpus = ["a red fox runs through the snowy forest at dawn"] * 10
+    tok = byte_bpe(corpus, ["<pad>", "</s>", "<unk>"], vocab_size)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
     )
 
 
-def wan(folder: Path, *, two_experts: bool = False) -> Path:
-    """Wan 2.1 text-to-video layout: UMT5 text encoder, Wan VAE (4x temporal, 8x spatial
-    compression, as in the real model), WanTransformer3DModel with 2x2 patches. With
-    ``two_experts``, Wan 2.2 A14B's: a high-noise and a low-noise transformer split at a
-    boundary timestep."""
+def t5_encoder(vocab_size: int) -> Any:
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(
+        vocab_size=vocab_size, d_model=32, d_kv=8, d_ff=37, num_layers=1, num_heads=4,
+        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, dropout_rate=0.0,
+    ))  # fmt: skip
+
+
+def _wan_parts(*, in_channels: int = 16, image_dim: int | None = None) -> dict[str, Any]:
+    """What every Wan layout shares: UMT5 text encoder, Wan VAE (4x temporal, 8x spatial
+    compression, as in the real model), a WanTransformer3DModel with 2x2 patches."""
     import torch
-    from diffusers import (
-        AutoencoderKLWan,
-        FlowMatchEulerDiscreteScheduler,
-        WanPipeline,
-        WanTransformer3DModel,
-    )
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(0)
@@ -97,19 +94,26 @@ def wan(folder: Path, *, two_experts: bool = False) -> Path:
         temperal_downsample=[False, True, True],
     )  # fmt: skip
     transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=4, in_channels=16,
-        out_channels=16, text_dim=16, freq_dim=16, ffn_dim=16, num_layers=1,
-        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=4,
+        in_channels=in_channels, out_channels=16, text_dim=16, freq_dim=16, ffn_dim=16,
+        num_layers=1, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32, image_dim=image_dim,
     )  # fmt: skip
-    experts: dict[str, Any] = {}
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    return {"tokenizer": tokenizer, "text_encoder": text, "vae": vae,
+            "transformer": transformer, "scheduler": scheduler}  # fmt: skip
+
+
+def wan(folder: Path, *, two_experts: bool = False) -> Path:
+    """Wan 2.1 text-to-video. With ``two_experts``, Wan 2.2 A14B's layout: a high-noise and a
+    low-noise transformer split at a boundary timestep."""
+    from diffusers import WanPipeline, WanTransformer3DModel
+
+    parts = _wan_parts()
     if two_experts:
-        experts = {"transformer_2": WanTransformer3DModel(**transformer.config),
-                   "boundary_ratio": 0.5}  # fmt: skip
-    pipe = WanPipeline(
-        tokenizer=tokenizer, text_encoder=text, vae=vae, transformer=transformer,
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), **experts,
-    )  # fmt: skip
-    pipe.save_pretrained(folder, safe_serialization=True)
+        parts["transformer_2"] = WanTransformer3DModel(**parts["transformer"].config)
+        parts["boundary_ratio"] = 0.5
+    WanPipeline(**parts).save_pretrained(folder, safe_serialization=True)
     return folder
 
 
@@ -122,7 +126,7 @@ def flux(folder: Path) -> Path:
         FluxPipeline,
         FluxTransformer2DModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
     t5_tokenizer = byte_tokenizer()
@@ -135,10 +139,7 @@ def flux(folder: Path) -> Path:
         hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4,
         vocab_size=100, max_position_embeddings=77, projection_dim=32,
     ))  # fmt: skip
-    t5 = T5EncoderModel(T5Config(
-        vocab_size=len(t5_tokenizer), d_model=32, d_kv=8, d_ff=37, num_layers=1, num_heads=4,
-        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, dropout_rate=0.0,
-    ))  # fmt: skip
+    t5 = t5_encoder(len(t5_tokenizer))
     vae = AutoencoderKL(
         sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4,),
         layers_per_block=1, latent_channels=1, norm_num_groups=1, use_quant_conv=False,
@@ -202,7 +203,6 @@ def cogvideox(folder: Path) -> Path:
         CogVideoXPipeline,
         CogVideoXTransformer3DModel,
     )
-    from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(0)
     tokenizer = byte_tokenizer()
@@ -216,10 +216,7 @@ def cogvideox(folder: Path) -> Path:
         up_block_types=("CogVideoXUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8),
         latent_channels=4, layers_per_block=1, norm_num_groups=2, temporal_compression_ratio=4,
     )  # fmt: skip
-    text = T5EncoderModel(T5Config(
-        vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=37, num_layers=1, num_heads=4,
-        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, dropout_rate=0.0,
-    ))  # fmt: skip
+    text = t5_encoder(len(tokenizer))
     pipe = CogVideoXPipeline(
         tokenizer=tokenizer, text_encoder=text, vae=vae, transformer=transformer,
         scheduler=CogVideoXDDIMScheduler(),
@@ -229,47 +226,19 @@ def cogvideox(folder: Path) -> Path:
 
 
 def wan_image_to_video(folder: Path) -> Path:
-    """Wan 2.1 image-to-video layout: the text-to-video parts plus a CLIP image encoder, and a
+    """Wan 2.1 image-to-video: the text-to-video parts plus a CLIP image encoder, and a
     transformer that also reads the first frame's latents and mask (36 input channels)."""
-    import torch
-    from diffusers import (
-        AutoencoderKLWan,
-        FlowMatchEulerDiscreteScheduler,
-        WanImageToVideoPipeline,
-        WanTransformer3DModel,
-    )
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        CLIPVisionModelWithProjection,
-        UMT5Config,
-        UMT5EncoderModel,
-    )
+    from diffusers import WanImageToVideoPipeline
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    torch.manual_seed(0)
-    tokenizer = byte_tokenizer()
-    text = UMT5EncoderModel(UMT5Config(
-        vocab_size=len(tokenizer), d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2,
-        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, dropout_rate=0.0,
-    ))  # fmt: skip
-    vae = AutoencoderKLWan(
-        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-        temperal_downsample=[False, True, True],
-    )  # fmt: skip
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=4, in_channels=36,
-        out_channels=16, text_dim=16, freq_dim=16, ffn_dim=16, num_layers=1,
-        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32, image_dim=4,
-    )  # fmt: skip
+    parts = _wan_parts(in_channels=36, image_dim=4)
     encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
         hidden_size=4, projection_dim=4, num_hidden_layers=1, num_attention_heads=2,
         image_size=32, intermediate_size=16, patch_size=4,
     ))  # fmt: skip
     pipe = WanImageToVideoPipeline(
-        tokenizer=tokenizer, text_encoder=text, vae=vae, transformer=transformer,
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), image_encoder=encoder,
-        image_processor=CLIPImageProcessor(crop_size=32, size=32),
-    )  # fmt: skip
+        **parts, image_encoder=encoder, image_processor=CLIPImageProcessor(crop_size=32, size=32)
+    )
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
 
@@ -284,7 +253,6 @@ def qwen_image(folder: Path) -> Path:
         QwenImagePipeline,
         QwenImageTransformer2DModel,
     )
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
         PreTrainedTokenizerFast,
         Qwen2_5_VLConfig,
@@ -292,16 +260,8 @@ def qwen_image(folder: Path) -> Path:
     )
 
     torch.manual_seed(0)
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )  # fmt: skip
-    tok.train_from_iterator(
-        ["Describe the image: the color, shape and size of a fox"] * 10, trainer
-    )
+    tok = byte_bpe(["Describe the image: the color, shape and size of a fox"] * 10,
+                   ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], 400)  # fmt: skip
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<|endoftext|>", eos_token="<|im_end|>"
     )

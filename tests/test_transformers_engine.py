@@ -20,6 +20,7 @@ import pytest
 
 from kaiyuan.store.store import Store
 from tests.harness import KaiyuanServer
+from tests.tinymodels import byte_bpe
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,6 @@ CORPUS = [
 
 def tiny_checkpoint(folder: Path, kind: str) -> Path:
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
         DeepseekV3Config,
         DeepseekV3ForCausalLM,
@@ -51,15 +51,7 @@ def tiny_checkpoint(folder: Path, kind: str) -> Path:
         Qwen3MoeForCausalLM,
     )
 
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )  # fmt: skip
-    tok.train_from_iterator(CORPUS, trainer)
+    tok = byte_bpe(CORPUS, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], 400)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
         bos_token=None, chat_template=CHATML,

@@ -26,6 +26,7 @@ from kaiyuan.errors import InvalidRequest
 from kaiyuan.store.store import Store
 from kaiyuan.tools.fetch import FetchRefused, fetch
 from tests.harness import KAIYUAN, KaiyuanServer
+from tests.tinymodels import byte_bpe
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +48,6 @@ MIN_PIXELS, MAX_PIXELS = (2 * UNIT) ** 2, (4 * UNIT) ** 2
 
 def tiny_qwen25_vl(folder: Path) -> Path:
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
         PreTrainedTokenizerFast,
         Qwen2_5_VLConfig,
@@ -55,14 +55,7 @@ def tiny_qwen25_vl(folder: Path) -> Path:
     )
     from transformers.models.qwen2_vl import Qwen2VLImageProcessor
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )  # fmt: skip
-    tok.train_from_iterator(["What is in this picture? A red square, a blue sky."] * 20, trainer)
+    tok = byte_bpe(["What is in this picture? A red square, a blue sky."] * 20, SPECIALS, 300)
     ids = {t: tok.token_to_id(t) for t in SPECIALS}
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",

@@ -580,3 +580,19 @@ def make_hub_tree(root: str | Path) -> dict[str, Path]:
     write_tiny_diffusers_pipeline(repos[TINY_DIFFUSERS])
     write_readme(repos[TINY_DIFFUSERS], {"license": "openrail", "library_name": "diffusers"})
     return repos
+
+
+def byte_bpe(corpus: list[str], specials: list[str], vocab_size: int) -> Any:
+    """A byte-level BPE (any text encodes) trained on ``corpus``; ``specials`` come first, with
+    ids 0, 1, ... in order. Wrap it in ``PreTrainedTokenizerFast`` with the roles a model needs."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )  # fmt: skip
+    tok.train_from_iterator(corpus, trainer)
+    return tok
