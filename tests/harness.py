@@ -1,8 +1,10 @@
-"""Servers for tests: `kaiyuan serve` as a subprocess, or an app in a uvicorn thread."""
+"""Servers for tests: `kaiyuan serve` as a subprocess, an app in a uvicorn thread, or a small
+web site on loopback (`LocalWeb`) standing in for pages and search APIs."""
 
 from __future__ import annotations
 
 import contextlib
+import http.server
 import os
 import signal
 import socket
@@ -10,9 +12,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 import openai
@@ -112,3 +116,55 @@ def serve_app(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+Route = tuple[int, dict[str, str], bytes]  # status, headers, body
+Query = dict[str, list[str]]
+
+
+class LocalWeb:
+    """http.server in a thread on 127.0.0.1: fixed ``routes`` by path, or ``handlers`` for a
+    path that get the parsed query; every request path (with its query) is recorded. A
+    ``no-length`` header key sends the body without Content-Length. Subclasses may override
+    ``respond``."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        self.routes: dict[str, Route] = {}
+        self.handlers: dict[str, Callable[[Query], Route]] = {}
+        web = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                web.requests.append(self.path)
+                parsed = urllib.parse.urlsplit(self.path)
+                status, headers, body = web.respond(
+                    parsed.path, urllib.parse.parse_qs(parsed.query)
+                )
+                self.send_response(status)
+                for key, value in headers.items():
+                    if key != "no-length":
+                        self.send_header(key, value)
+                if "no-length" not in headers:
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # A client that stops reading mid-body (a size limit) is normal here, not an error.
+        self.httpd.handle_error = lambda request, address: None  # type: ignore[method-assign]
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def respond(self, path: str, query: Query) -> Route:
+        if path in self.handlers:
+            return self.handlers[path](query)
+        return self.routes.get(path, (404, {"Content-Type": "text/plain"}, b"not found"))
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

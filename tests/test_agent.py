@@ -6,16 +6,13 @@ through a local SearXNG stand-in, fetch of local pages), real SQLite traces, the
 from __future__ import annotations
 
 import asyncio
-import http.server
 import json
 import os
 import re
 import sqlite3
 import subprocess
-import threading
 import time
-import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +38,7 @@ from kaiyuan.errors import InvalidRequest, NotFound
 from kaiyuan.server import create_app
 from kaiyuan.tools.base import Tool, ToolFailed, builtin
 from tests.fakes import Reply, ScriptedEngine
-from tests.harness import KAIYUAN, serve_app
+from tests.harness import KAIYUAN, LocalWeb, Route, serve_app
 
 pytestmark = pytest.mark.slow
 
@@ -171,45 +168,7 @@ def email_tool(sent: list[dict[str, Any]]) -> Tool:
 
 
 # --- local web servers --------------------------------------------------------------------------
-Route = tuple[int, str, bytes]
-
-
-class Web:
-    """http.server on 127.0.0.1 in a thread: fixed routes or handlers by path; requests logged."""
-
-    def __init__(self) -> None:
-        self.requests: list[str] = []
-        self.routes: dict[str, Route] = {}
-        self.handlers: dict[str, Callable[[dict[str, list[str]]], Route]] = {}
-        web = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                web.requests.append(self.path)
-                parsed = urllib.parse.urlsplit(self.path)
-                if parsed.path in web.handlers:
-                    status, kind, body = web.handlers[parsed.path](
-                        urllib.parse.parse_qs(parsed.query)
-                    )
-                else:
-                    status, kind, body = web.routes.get(parsed.path, (404, "text/plain", b"no"))
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+Web = LocalWeb
 
 
 ARTICLE_TITLE = "The Lighthouse Keepers of Skerryvore"
@@ -241,8 +200,9 @@ INJECTION = (
 @pytest.fixture
 def web() -> Iterator[Web]:
     server = Web()
-    server.routes["/article"] = (200, "text/html; charset=utf-8", ARTICLE)
-    server.routes["/notes.txt"] = (200, "text/plain; charset=utf-8", INJECTION.encode())
+    server.routes["/article"] = (200, {"Content-Type": "text/html; charset=utf-8"}, ARTICLE)
+    text = {"Content-Type": "text/plain; charset=utf-8"}
+    server.routes["/notes.txt"] = (200, text, INJECTION.encode())
 
     def searx(query: dict[str, list[str]]) -> Route:
         assert query.get("format") == ["json"], query
@@ -252,7 +212,7 @@ def web() -> Iterator[Web]:
             {"title": THIRD_TITLE, "url": server.url + "/nlb", "content": "The board ..."},
         ]
         body = {"query": query["q"][0], "results": results}
-        return 200, "application/json", json.dumps(body).encode()
+        return 200, {"Content-Type": "application/json"}, json.dumps(body).encode()
 
     server.handlers["/search"] = searx
     yield server

@@ -5,15 +5,13 @@ the ``kaiyuan tool`` / ``kaiyuan docs`` commands as subprocesses."""
 
 from __future__ import annotations
 
-import http.server
 import itertools
 import json
 import os
 import subprocess
-import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,58 +24,14 @@ from kaiyuan.errors import InvalidRequest
 from kaiyuan.tools import base
 from kaiyuan.tools.base import ToolFailed
 from kaiyuan.tools.fetch import FetchRefused
-from tests.harness import KAIYUAN
+from tests.harness import KAIYUAN, LocalWeb, Route
 
 pytestmark = pytest.mark.slow
 
-Route = tuple[int, dict[str, str], bytes]
-
-
-# --- a local HTTP server ------------------------------------------------------------------------
-class Server:
-    """http.server in a thread on 127.0.0.1: fixed routes by path, or a handler for a path that
-    gets the parsed query; every request path (with its query) is recorded."""
-
-    def __init__(self) -> None:
-        self.requests: list[str] = []
-        self.routes: dict[str, Route] = {}
-        self.handlers: dict[str, Callable[[dict[str, list[str]]], Route]] = {}
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                server.requests.append(self.path)
-                parsed = urllib.parse.urlsplit(self.path)
-                if parsed.path in server.handlers:
-                    route = server.handlers[parsed.path](urllib.parse.parse_qs(parsed.query))
-                else:
-                    route = server.routes.get(parsed.path, (404, {}, b"not found"))
-                status, headers, body = route
-                self.send_response(status)
-                for key, value in headers.items():
-                    if key != "no-length":
-                        self.send_header(key, value)
-                if "no-length" not in headers:
-                    self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
 
 @pytest.fixture
-def web() -> Iterator[Server]:
-    server = Server()
+def web() -> Iterator[LocalWeb]:
+    server = LocalWeb()
     yield server
     server.close()
 
@@ -259,7 +213,7 @@ def private(home: Path, **overrides: Any) -> Settings:
 
 
 # --- 1. fetch -------------------------------------------------------------------------------------
-def test_fetch_html_article_gives_title_and_main_text(web: Server, tmp_path: Path) -> None:
+def test_fetch_html_article_gives_title_and_main_text(web: LocalWeb, tmp_path: Path) -> None:
     web.routes["/article"] = (200, {"Content-Type": "text/html; charset=utf-8"}, ARTICLE.encode())
     got = base.call("fetch", {"url": f"{web.url}/article"}, private(tmp_path))
     assert got["status"] == 200
@@ -276,7 +230,7 @@ def test_fetch_html_article_gives_title_and_main_text(web: Server, tmp_path: Pat
     assert web.requests == ["/article"]
 
 
-def test_fetch_plain_text_is_returned_as_is(web: Server, tmp_path: Path) -> None:
+def test_fetch_plain_text_is_returned_as_is(web: LocalWeb, tmp_path: Path) -> None:
     body = "plain notes: 开源 line one\nline two\n"
     web.routes["/notes.txt"] = (200, {"Content-Type": "text/plain; charset=utf-8"}, body.encode())
     got = base.call("fetch", {"url": f"{web.url}/notes.txt"}, private(tmp_path))
@@ -286,7 +240,7 @@ def test_fetch_plain_text_is_returned_as_is(web: Server, tmp_path: Path) -> None
     assert got["truncated"] is False
 
 
-def test_fetch_pdf_is_read_as_text(web: Server, tmp_path: Path) -> None:
+def test_fetch_pdf_is_read_as_text(web: LocalWeb, tmp_path: Path) -> None:
     web.routes["/m.pdf"] = (200, {"Content-Type": "application/pdf"}, pdf([PDF_PAGE1, PDF_PAGE2]))
     got = base.call("fetch", {"url": f"{web.url}/m.pdf"}, private(tmp_path))
     assert "centrifuge must be balanced" in got["text"]
@@ -294,7 +248,7 @@ def test_fetch_pdf_is_read_as_text(web: Server, tmp_path: Path) -> None:
     assert got["text"].index("centrifuge") < got["text"].index("spectrometer")
 
 
-def test_fetch_max_chars_truncates(web: Server, tmp_path: Path) -> None:
+def test_fetch_max_chars_truncates(web: LocalWeb, tmp_path: Path) -> None:
     body = ("0123456789" * 100).encode()
     web.routes["/long"] = (200, {"Content-Type": "text/plain"}, body)
     settings = private(tmp_path)
@@ -305,7 +259,7 @@ def test_fetch_max_chars_truncates(web: Server, tmp_path: Path) -> None:
     assert whole["truncated"] is False and len(whole["text"]) == 1000
 
 
-def test_fetch_404_is_a_tool_failure(web: Server, tmp_path: Path) -> None:
+def test_fetch_404_is_a_tool_failure(web: LocalWeb, tmp_path: Path) -> None:
     with pytest.raises(ToolFailed, match="404"):
         base.call("fetch", {"url": f"{web.url}/missing"}, private(tmp_path))
     assert web.requests == ["/missing"]
@@ -313,7 +267,7 @@ def test_fetch_404_is_a_tool_failure(web: Server, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("declared", [True, False], ids=["content-length", "no-length"])
 def test_fetch_refuses_bodies_over_fetch_max_bytes(
-    web: Server, tmp_path: Path, declared: bool
+    web: LocalWeb, tmp_path: Path, declared: bool
 ) -> None:
     headers = {"Content-Type": "text/plain"} | ({} if declared else {"no-length": "1"})
     web.routes["/big"] = (200, headers, b"x" * 20_000)
@@ -324,7 +278,7 @@ def test_fetch_refuses_bodies_over_fetch_max_bytes(
     assert base.call("fetch", {"url": f"{web.url}/small"}, settings)["text"] == "y" * 2000
 
 
-def test_fetch_follows_redirects(web: Server, tmp_path: Path) -> None:
+def test_fetch_follows_redirects(web: LocalWeb, tmp_path: Path) -> None:
     web.routes["/old"] = (302, {"Location": "/new"}, b"")
     web.routes["/new"] = (200, {"Content-Type": "text/plain"}, b"moved here")
     got = base.call("fetch", {"url": f"{web.url}/old"}, private(tmp_path))
@@ -342,7 +296,7 @@ def test_fetch_follows_redirects(web: Server, tmp_path: Path) -> None:
     ids=["gbk", "latin-1"],
 )
 def test_fetch_honours_the_declared_charset(
-    web: Server, tmp_path: Path, kind: str, body: bytes, expected: str
+    web: LocalWeb, tmp_path: Path, kind: str, body: bytes, expected: str
 ) -> None:
     web.routes["/page"] = (200, {"Content-Type": kind}, body)
     got = base.call("fetch", {"url": f"{web.url}/page"}, private(tmp_path))
@@ -350,13 +304,15 @@ def test_fetch_honours_the_declared_charset(
     assert "\ufffd" not in got["text"]
 
 
-def test_fetch_unreadable_content_type_is_a_tool_failure(web: Server, tmp_path: Path) -> None:
+def test_fetch_unreadable_content_type_is_a_tool_failure(web: LocalWeb, tmp_path: Path) -> None:
     web.routes["/img"] = (200, {"Content-Type": "image/png"}, b"\x89PNG\r\n\x1a\n0000")
     with pytest.raises(ToolFailed, match="image/png"):
         base.call("fetch", {"url": f"{web.url}/img"}, private(tmp_path))
 
 
-def test_fetch_by_default_refuses_loopback_without_connecting(web: Server, tmp_path: Path) -> None:
+def test_fetch_by_default_refuses_loopback_without_connecting(
+    web: LocalWeb, tmp_path: Path
+) -> None:
     web.routes["/secret"] = (200, {"Content-Type": "text/plain"}, b"internal secret")
     settings = load_settings(home=tmp_path)
     assert settings.fetch_allow_private is False
@@ -399,7 +355,7 @@ SEARX_RESULTS = [
 
 
 @pytest.fixture
-def searx(web: Server) -> Server:
+def searx(web: LocalWeb) -> LocalWeb:
     def answer(query: dict[str, list[str]]) -> Route:
         assert query.get("format") == ["json"]
         q = query["q"][0]
@@ -414,7 +370,7 @@ def searx_settings(home: Path, url: str, **more: Any) -> Settings:
     return load_settings(home=home, search_provider="searxng", searxng_url=url, **more)
 
 
-def test_searxng_results_are_mapped_and_limited(searx: Server, tmp_path: Path) -> None:
+def test_searxng_results_are_mapped_and_limited(searx: LocalWeb, tmp_path: Path) -> None:
     settings = searx_settings(tmp_path, searx.url)
     got = base.call("search", {"query": "  open models ", "max_results": 2}, settings)
     assert got["provider"] == "searxng"
@@ -432,7 +388,9 @@ def test_searxng_results_are_mapped_and_limited(searx: Server, tmp_path: Path) -
     assert urllib.parse.parse_qs(sent.query) == {"q": ["open models"], "format": ["json"]}
 
 
-def test_searxng_second_identical_call_comes_from_the_cache(searx: Server, tmp_path: Path) -> None:
+def test_searxng_second_identical_call_comes_from_the_cache(
+    searx: LocalWeb, tmp_path: Path
+) -> None:
     settings = searx_settings(tmp_path, searx.url)
     first = base.call("search", {"query": "cache me", "max_results": 3}, settings)
     second = base.call("search", {"query": "cache me", "max_results": 3}, settings)
@@ -446,7 +404,7 @@ def test_searxng_second_identical_call_comes_from_the_cache(searx: Server, tmp_p
     assert len(searx.requests) == 3
 
 
-def test_search_cache_expires(searx: Server, tmp_path: Path) -> None:
+def test_search_cache_expires(searx: LocalWeb, tmp_path: Path) -> None:
     settings = searx_settings(tmp_path, searx.url, search_cache_seconds=0)
     base.call("search", {"query": "fresh"}, settings)
     time.sleep(0.01)
@@ -454,14 +412,14 @@ def test_search_cache_expires(searx: Server, tmp_path: Path) -> None:
     assert len(searx.requests) == 2
 
 
-def test_provider_argument_overrides_the_setting(searx: Server, tmp_path: Path) -> None:
+def test_provider_argument_overrides_the_setting(searx: LocalWeb, tmp_path: Path) -> None:
     settings = load_settings(home=tmp_path, searxng_url=searx.url)
     assert settings.search_provider == "duckduckgo"
     got = base.call("search", {"query": "q", "provider": "searxng"}, settings)
     assert got["provider"] == "searxng" and len(got["results"]) == 3
 
 
-def test_searxng_server_error_is_a_tool_failure(web: Server, tmp_path: Path) -> None:
+def test_searxng_server_error_is_a_tool_failure(web: LocalWeb, tmp_path: Path) -> None:
     web.routes["/search"] = (500, {"Content-Type": "text/plain"}, b"boom")
     settings = searx_settings(tmp_path, web.url)
     with pytest.raises(ToolFailed, match="SearXNG"):
@@ -473,14 +431,16 @@ def test_searxng_server_error_is_a_tool_failure(web: Server, tmp_path: Path) -> 
     assert len(web.requests) == 2
 
 
-def test_searxng_non_json_is_a_tool_failure(web: Server, tmp_path: Path) -> None:
+def test_searxng_non_json_is_a_tool_failure(web: LocalWeb, tmp_path: Path) -> None:
     web.routes["/search"] = (200, {"Content-Type": "text/html"}, b"<html>not json</html>")
     with pytest.raises(ToolFailed):
         base.call("search", {"query": "anything"}, searx_settings(tmp_path, web.url))
 
 
 @pytest.mark.parametrize("body", [b"[]", b'{"results": null}'], ids=["array", "null-results"])
-def test_searxng_malformed_json_is_a_tool_failure(web: Server, tmp_path: Path, body: bytes) -> None:
+def test_searxng_malformed_json_is_a_tool_failure(
+    web: LocalWeb, tmp_path: Path, body: bytes
+) -> None:
     web.routes["/search"] = (200, {"Content-Type": "application/json"}, body)
     with pytest.raises(ToolFailed):
         base.call("search", {"query": "anything"}, searx_settings(tmp_path, web.url))

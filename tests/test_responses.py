@@ -8,14 +8,11 @@ run on the real bundled model."""
 from __future__ import annotations
 
 import contextlib
-import http.server
 import json
 import os
 import subprocess
-import threading
-import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +27,7 @@ from kaiyuan.engines.pool import EnginePool
 from kaiyuan.server import create_app
 from tests.conftest import MODEL as REAL_MODEL
 from tests.fakes import Reply, ScriptedEngine
-from tests.harness import KAIYUAN, KaiyuanServer, serve_app
+from tests.harness import KAIYUAN, KaiyuanServer, LocalWeb, Query, Route, serve_app
 
 pytestmark = pytest.mark.slow
 
@@ -104,54 +101,30 @@ def served(home: Path) -> Iterator[Served]:
 
 
 # --- local web stand-ins --------------------------------------------------------------------------
-@dataclass
-class Web:
-    """http.server on 127.0.0.1: pages by path and a SearXNG-style ``/search`` JSON API."""
+class Web(LocalWeb):
+    """Pages by path (content type, body) and a SearXNG-style ``/search`` JSON API."""
 
-    pages: dict[str, tuple[str, bytes]] = field(default_factory=dict)
-    results: list[dict[str, str]] = field(default_factory=list)
-    requests: list[str] = field(default_factory=list)
-    url: str = ""
+    def __init__(self) -> None:
+        super().__init__()
+        self.pages: dict[str, tuple[str, bytes]] = {}
+        self.results: list[dict[str, str]] = []
 
-    def serve(self) -> Iterator[Web]:
-        web = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                web.requests.append(self.path)
-                parsed = urllib.parse.urlsplit(self.path)
-                if parsed.path == "/search":
-                    query = urllib.parse.parse_qs(parsed.query)
-                    assert query.get("format") == ["json"]
-                    kind, body = "application/json", json.dumps({"results": web.results}).encode()
-                    status = 200
-                elif parsed.path in web.pages:
-                    (kind, body), status = web.pages[parsed.path], 200
-                else:
-                    kind, body, status = "text/plain", b"not found", 404
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-        thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            httpd.shutdown()
-            httpd.server_close()
+    def respond(self, path: str, query: Query) -> Route:
+        if path == "/search":
+            assert query.get("format") == ["json"]
+            body = json.dumps({"results": self.results}).encode()
+            return 200, {"Content-Type": "application/json"}, body
+        if path in self.pages:
+            kind, body = self.pages[path]
+            return 200, {"Content-Type": kind}, body
+        return super().respond(path, query)
 
 
 @pytest.fixture
 def web() -> Iterator[Web]:
-    yield from Web().serve()
+    site = Web()
+    yield site
+    site.close()
 
 
 TITLE = "The Lighthouse Keepers of Skerryvore"

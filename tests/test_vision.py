@@ -8,12 +8,10 @@ import asyncio
 import base64
 import concurrent.futures
 import functools
-import http.server
 import io
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from kaiyuan.chat import images
 from kaiyuan.errors import InvalidRequest
 from kaiyuan.store.store import Store
 from kaiyuan.tools.fetch import FetchRefused, fetch
-from tests.harness import KAIYUAN, KaiyuanServer
+from tests.harness import KAIYUAN, KaiyuanServer, LocalWeb
 from tests.tinymodels import byte_bpe
 
 pytestmark = pytest.mark.slow
@@ -260,24 +258,11 @@ def test_too_many_images_and_text_only_models(server: KaiyuanServer) -> None:
 # --- http(s) images: the loader with the fetcher allowed to reach a local server ----------------
 @pytest.fixture()
 def image_site() -> Iterator[str]:
+    site = LocalWeb()
     pages = {"/red.png": png(64, 48), "/big.png": b"\x89PNG" + os.urandom(5000), "/text": b"hello"}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = pages.get(self.path)
-            self.send_response(200 if body is not None else 404)
-            self.send_header("Content-Length", str(len(body or b"")))
-            self.end_headers()
-            self.wfile.write(body or b"")
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.handle_error = lambda request, address: None  # type: ignore[method-assign]  # refused mid-body
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    site.routes = {path: (200, {}, body) for path, body in pages.items()}
+    yield site.url
+    site.close()
 
 
 def test_http_images_are_fetched_within_limits(image_site: str) -> None:
