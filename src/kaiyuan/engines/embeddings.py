@@ -9,14 +9,19 @@ import asyncio
 import threading
 from typing import Any
 
-from kaiyuan.engines.base import Embeddings, Engine, EventStream, SamplingParams
+from kaiyuan.engines.base import Embeddings, Engine, EventStream, ModelInfo, SamplingParams
 from kaiyuan.errors import ContextLengthExceeded, InvalidRequest
 
 
 class EmbeddingEngine(Engine):
-    max_tokens: int
-
-    def __init__(self) -> None:
+    def __init__(
+        self, *, model_id: str, backend: str, max_tokens: int, created: int, owned_by: str
+    ) -> None:
+        self.max_tokens = max_tokens
+        self.info = ModelInfo(
+            id=model_id, backend=backend, context_length=max_tokens, chat_template=None,
+            capabilities=("embedding",), created=created, owned_by=owned_by,
+        )  # fmt: skip
         self._lock = threading.Lock()
         self._busy = 0
 

@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kaiyuan.engines.base import ModelInfo
 from kaiyuan.engines.embeddings import EmbeddingEngine
 
 
@@ -36,18 +35,11 @@ class SentenceTransformerEngine(EmbeddingEngine):
             str(path), device="cpu", local_files_only=True, trust_remote_code=trust_remote_code
         )
         self._model.eval()
-        super().__init__()
+        super().__init__(
+            model_id=model_id, backend="sentence_transformers",
+            max_tokens=int(self._model.max_seq_length or 512), created=created, owned_by=owned_by,
+        )  # fmt: skip
         self.dimensions = int(self._model.get_sentence_embedding_dimension() or 0)
-        self.max_tokens = int(self._model.max_seq_length or 512)
-        self.info = ModelInfo(
-            id=model_id,
-            backend="sentence_transformers",
-            context_length=self.max_tokens,
-            chat_template=None,
-            capabilities=("embedding",),
-            created=created,
-            owned_by=owned_by,
-        )
 
     @property
     def alive(self) -> bool:

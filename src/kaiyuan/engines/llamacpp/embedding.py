@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kaiyuan.engines.base import ModelInfo
 from kaiyuan.engines.embeddings import EmbeddingEngine
 from kaiyuan.engines.llamacpp.engine import DEFAULT_CONTEXT_CAP, init_backend
 from kaiyuan.store.inspect import inspect_gguf
@@ -35,25 +34,17 @@ class LlamaCppEmbeddingEngine(EmbeddingEngine):
 
         init_backend()
         trained = inspect_gguf(path).context_length or DEFAULT_CONTEXT_CAP
-        self.max_tokens = min(context_length or trained, trained, DEFAULT_CONTEXT_CAP)
+        limit = min(context_length or trained, trained, DEFAULT_CONTEXT_CAP)
+        super().__init__(model_id=model_id, backend="llamacpp_embedding", max_tokens=limit,
+                         created=created, owned_by=owned_by)  # fmt: skip
         self._llama: Any = Llama(
             model_path=str(path),
             embedding=True,
-            n_ctx=self.max_tokens,
-            n_batch=self.max_tokens,  # an encoder reads a whole input in one batch
-            n_ubatch=self.max_tokens,
+            n_ctx=limit,
+            n_batch=limit,  # an encoder reads a whole input in one batch
+            n_ubatch=limit,
             n_threads=threads or os.cpu_count() or 1,
             verbose=False,
-        )
-        super().__init__()
-        self.info = ModelInfo(
-            id=model_id,
-            backend="llamacpp_embedding",
-            context_length=self.max_tokens,
-            chat_template=None,
-            capabilities=("embedding",),
-            created=created,
-            owned_by=owned_by,
         )
 
     @property
