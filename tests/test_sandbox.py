@@ -159,3 +159,16 @@ def test_memory_cpu_time_file_size_and_output_are_capped() -> None:
     assert all(f["bytes"] <= 1024**2 for f in big["files"])
     flood = run("while True: print('y' * 1000)", wall_seconds=2, file_bytes=4 * 1024**2)
     assert flood["stdout"].endswith("[output truncated]") and len(flood["stdout"]) < 70_000
+
+
+def test_a_burst_of_sandboxes_all_run() -> None:
+    # The kernel releases a finished sandbox's namespaces and process count lazily, so a burst
+    # used to fail with "Can't fork for pid 1" (EAGAIN) before the code ran; such launches are
+    # retried, and a failure of the code itself is not.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda n: run(f"print({n} * 2)"), range(60)))
+    assert [r["stdout"].strip() for r in results] == [str(n * 2) for n in range(60)]
+    failing = run("import sys; print('bwrap: lookalike', file=sys.stderr); sys.exit(1)")
+    assert failing["exit_code"] == 1 and failing["seconds"] < 5

@@ -12,6 +12,7 @@ read back only up to ``max_output``).
 from __future__ import annotations
 
 import os
+import random
 import resource
 import shutil
 import signal
@@ -26,6 +27,7 @@ from kaiyuan.errors import KaiyuanError
 
 NOBODY = 65534
 PYTHON = "/usr/bin/python3"
+LAUNCH_ATTEMPTS = 8
 
 
 class SandboxUnavailable(KaiyuanError):
@@ -93,25 +95,20 @@ def run_python(code: str, *, limits: Limits = Limits(), work: Path | None = None
             os.chown(work, NOBODY, NOBODY)
             os.chmod(private, 0o755)  # noqa: S103 (nobody reads main.py; nothing else is in it)
         out_path, err_path = Path(private) / "stdout", Path(private) / "stderr"
-        with out_path.open("wb") as out, err_path.open("wb") as err:
-            started = time.monotonic()
-            process = subprocess.Popen(
-                _command(script, work, as_root),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                env={"PATH": "/usr/bin:/bin"},
-                start_new_session=True,
-                preexec_fn=lambda: _limit(limits, as_root),
+        for attempt in range(LAUNCH_ATTEMPTS):
+            process, started, timed_out, seconds = _launch(
+                script, work, limits, as_root, out_path, err_path
             )
-            timed_out = False
-            try:
-                process.wait(timeout=limits.wall_seconds)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-            seconds = time.monotonic() - started
+            if started:
+                break
+            # The kernel frees a finished sandbox's namespaces and process count a moment after
+            # it exits, so a burst of runs can be refused (EAGAIN) before the code even starts.
+            time.sleep(0.05 * 2**attempt * (1 + random.random()))  # noqa: S311
+        else:
+            reason = _read(err_path, 300).strip().splitlines()
+            raise SandboxUnavailable(
+                f"the code sandbox could not start ({reason[0] if reason else 'no reason given'})"
+            )
         code_ = process.returncode
         return Result(
             exit_code=None if timed_out else (code_ if code_ >= 0 else 128 - code_),
@@ -124,7 +121,42 @@ def run_python(code: str, *, limits: Limits = Limits(), work: Path | None = None
         )
 
 
-def _command(script: Path, work: Path, as_root: bool) -> list[str]:
+def _launch(
+    script: Path, work: Path, limits: Limits, as_root: bool, out_path: Path, err_path: Path
+) -> tuple[subprocess.Popen[bytes], bool, bool, float]:
+    """One try: the process, whether the code ran (bwrap reports the code's exit on its status
+    pipe; a sandbox that failed to set up reports none), whether the wall clock killed it, and
+    the seconds taken."""
+    status_read, status_write = os.pipe()
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        started = time.monotonic()
+        try:
+            process = subprocess.Popen(
+                _command(script, work, as_root, status_write),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env={"PATH": "/usr/bin:/bin"},
+                start_new_session=True,
+                pass_fds=(status_write,),
+                preexec_fn=lambda: _limit(limits, as_root),
+            )
+        finally:
+            os.close(status_write)
+        timed_out = False
+        try:
+            process.wait(timeout=limits.wall_seconds)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        seconds = time.monotonic() - started
+    with os.fdopen(status_read, "rb") as status:
+        ran = timed_out or b'"exit-code"' in status.read(4096)
+    return process, ran, timed_out, seconds
+
+
+def _command(script: Path, work: Path, as_root: bool, status_fd: int) -> list[str]:
     drop = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
     return [
         *(drop if as_root else []),
@@ -133,6 +165,7 @@ def _command(script: Path, work: Path, as_root: bool) -> list[str]:
         "--die-with-parent",
         "--new-session",
         "--clearenv",
+        "--json-status-fd", str(status_fd),
         "--ro-bind", "/usr", "/usr",
         "--symlink", "usr/lib", "/lib",
         "--symlink", "usr/lib64", "/lib64",
