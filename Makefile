@@ -24,7 +24,7 @@ system-deps:
 $(VENV)/.installed: pyproject.toml | system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=25.1"
-	$(BIN)/python -m pip install -q -e ".[transformers,agent,diffusion]"
+	$(BIN)/python -m pip install -q -e ".[transformers,agent,diffusion,eval]"
 	touch $@
 
 $(VENV)/.dev-installed: $(VENV)/.installed
