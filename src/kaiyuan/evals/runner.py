@@ -91,6 +91,8 @@ async def _run_pair(
         queue.put_nowait(item)
 
     with path.open("a", encoding="utf-8") as sink:
+        if sink.tell() and _last_byte(path) != b"\n":
+            sink.write("\n")  # a line cut short by a crash stays on its own line
 
         async def worker() -> None:
             nonlocal finished
@@ -141,3 +143,9 @@ async def _answer(
         "timing": reply.timing.to_dict(),
         "estimated_tokens": reply.estimated_tokens,
     }
+
+
+def _last_byte(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        handle.seek(-1, 2)
+        return handle.read(1)
