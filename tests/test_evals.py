@@ -233,3 +233,33 @@ def _records(out: Path, suite: str) -> dict[str, dict[str, Any]]:
 
 def _nowhere() -> str:
     return f"http://127.0.0.1:{free_port()}"
+
+
+def test_model_names_are_escaped_in_paths_and_html(tmp_path: Path) -> None:
+    from kaiyuan.evals import report
+    from kaiyuan.evals.runner import Plan
+
+    suite = tmp_path / "s.jsonl"
+    suite.write_text('{"id": "1", "prompt": "hi", "answers": ["hello"]}\n')
+    custom = suites.load(str(suite), tmp_path)
+    for name in ("..", "../../x", "<script>alert(1)</script>"):
+        path = results_path(tmp_path / "out", name, custom)
+        assert path.parent.parent == tmp_path / "out" / "results"
+        assert not path.parent.name.startswith(".")
+    model = "<script>alert(1)</script>"
+    path = results_path(tmp_path / "out", model, custom)
+    path.parent.mkdir(parents=True)
+    record = {
+        "id": "1", "model": model, "suite": custom.name, "template_hash": custom.template_hash,
+        "error": None, "content": "<img src=x onerror=alert(1)> hello",
+        "score": custom.score(custom.items()[0], "<b>hello</b>").to_dict(),
+        "timing": {"started": 1.0, "finished": 2.0, "chunk_times": [0.5, 0.6],
+                   "prompt_tokens": 3, "completion_tokens": 2},
+    }  # fmt: skip
+    path.write_text(json.dumps(record) + "\n")
+    plan = Plan(models=[model], suites=[custom], out=tmp_path / "out", endpoint="<i>x</i>")
+    data = report.eval_report(plan)
+    assert data["results"][0]["score"] == 1.0
+    page = report.eval_html(data)
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<i>x</i>" not in page and "onerror" not in page

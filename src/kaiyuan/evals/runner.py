@@ -45,8 +45,14 @@ class Plan:
 
 
 def results_path(out: Path, model: str, suite: Suite) -> Path:
-    """Model ids may hold "/" or ":" (vLLM's "Qwen/Qwen3-8B", Ollama's "qwen3:8b"): quoted."""
-    return out / "results" / quote(model, safe="") / f"{quote(suite.name, safe='')}.jsonl"
+    """Model ids may hold "/" or ":" (vLLM's "Qwen/Qwen3-8B", Ollama's "qwen3:8b"): quoted
+    into one path component, never "." or ".." (nor hidden)."""
+    return out / "results" / _component(model) / f"{_component(suite.name)}.jsonl"
+
+
+def _component(name: str) -> str:
+    quoted = quote(name, safe="")
+    return "%2E" + quoted[1:] if quoted.startswith(".") else quoted
 
 
 def read_results(path: Path, suite: Suite) -> dict[str, dict[str, Any]]:
