@@ -8,13 +8,15 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import openai
 import pytest
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
 
 from kaiyuan.config import Settings
 from kaiyuan.engines.pool import EnginePool
@@ -159,6 +161,51 @@ def test_unreachable_endpoint_stops_the_run() -> None:
     assert "cannot reach" in caught.value.message
 
 
+def test_a_request_that_times_out_is_recorded_and_the_run_goes_on() -> None:
+    engine = ScriptedEngine(FAKE, context_length=4096, capacity=4)
+    engine.enqueue(Reply(list("abcde"), hang_after=2), Reply(list("abc")), Reply(list("abc")))
+    with served(engine) as url:
+        level = asyncio.run(level_at(url, concurrency=1, requests=3, client_timeout=1.0))
+    assert level["failures"] == 1
+    assert level["failure_examples"] == ["the request timed out"]
+    assert level["requests"] == 2
+    assert level["completion_tokens"] == 6
+
+
+# --- a server that is not kaiyuan (no usage, a role-only first chunk) --------------------------
+def test_server_without_usage_counts_output_chunks_as_an_estimate() -> None:
+    stub = StubServer(role_pause=0.3)
+    with serve_app(stub.app()) as url:
+        level = asyncio.run(level_at(url, concurrency=1, requests=3, max_tokens=7, model="stub"))
+
+    assert level["requests"] == 3
+    assert level["failures"] == 0
+    assert level["estimated_tokens"] is True
+    assert level["completion_tokens"] == 3 * len(STUB_WORDS)
+    assert level["prompt_tokens"] == 0
+    # TTFT runs to the first chunk with output, not to the role-only chunk sent at once
+    assert level["ttft"]["p50"] >= 0.25
+    assert 0.5 * DELAY <= level["itl"]["p50"] <= 3 * DELAY
+    sent = stub.bodies[0]
+    assert sent["model"] == "stub"
+    assert sent["max_tokens"] == 7
+    assert sent["stream"] is True
+    assert sent["stream_options"] == {"include_usage": True}
+    assert sent["messages"] == bench.prompts()[2]  # taken from the end of the list of work
+
+
+def test_a_stream_cut_off_mid_answer_is_one_failed_request() -> None:
+    """The server answered 200 and streamed output, then dropped the connection for one
+    request: that request failed; the endpoint was reached and serves the others."""
+    stub = StubServer(role_pause=0.0, cut=2)
+    with serve_app(stub.app()) as url:
+        level = asyncio.run(level_at(url, concurrency=1, requests=3, model="stub"))
+    assert len(stub.bodies) == 3
+    assert level["failures"] == 1
+    assert level["requests"] == 2
+    assert "cannot reach" not in " ".join(level["failure_examples"])
+
+
 # --- the command line -------------------------------------------------------------------------
 @pytest.mark.slow
 def test_cli_bench_against_the_bundled_model(server: KaiyuanServer, tmp_path: Path) -> None:
@@ -259,6 +306,7 @@ def test_bench_html_draws_a_level_with_no_answered_request() -> None:
     assert page.count("<svg") == 3
 
 
+@pytest.mark.filterwarnings("ignore:Glyph .* missing from font")  # the SVG keeps text as text
 def test_write_puts_both_files_in_place(tmp_path: Path) -> None:
     data = hand_built_report("模型 <1>")
     page = report.write(tmp_path / "new", data, report.bench_html(data), stem="bench")
@@ -278,8 +326,8 @@ def served(engine: ScriptedEngine) -> Iterator[str]:
         yield url
 
 
-def client_at(url: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=30)
+def client_at(url: str, timeout: float = 30) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=timeout)
 
 
 async def level_at(
@@ -290,9 +338,57 @@ async def level_at(
     max_tokens: int = 64,
     model: str = FAKE,
     progress: bench.Progress | None = None,
+    client_timeout: float = 30,
 ) -> dict[str, Any]:
-    async with client_at(url) as client:
+    async with client_at(url, client_timeout) as client:
         return await bench.run_level(client, model, concurrency, requests, max_tokens, progress)
+
+
+STUB_WORDS = ["one", " two", " three", " four"]
+
+
+class StubServer:
+    """A minimal OpenAI-style streaming server: a role-only chunk, a pause, then one chunk per
+    word ``DELAY`` apart, no usage chunk; the ``cut``-th request is dropped after two words."""
+
+    def __init__(self, *, role_pause: float, cut: int | None = None) -> None:
+        self.role_pause = role_pause
+        self.cut = cut
+        self.bodies: list[dict[str, Any]] = []
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/v1/chat/completions")
+        async def completions(body: dict[str, Any]) -> StreamingResponse:
+            self.bodies.append(body)
+            number = len(self.bodies)
+
+            async def chunks() -> AsyncIterator[bytes]:
+                yield stub_chunk({"role": "assistant", "content": ""})
+                await asyncio.sleep(self.role_pause)
+                for i, word in enumerate(STUB_WORDS):
+                    if number == self.cut and i == 2:
+                        raise ConnectionAbortedError("the stub drops this stream")
+                    await asyncio.sleep(DELAY)
+                    yield stub_chunk({"content": word})
+                yield stub_chunk({}, "stop")
+                yield b"data: [DONE]\n\n"
+
+            return StreamingResponse(chunks(), media_type="text/event-stream")
+
+        return app
+
+
+def stub_chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    data = {
+        "id": "chatcmpl-stub",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "stub",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return f"data: {json.dumps(data)}\n\n".encode()
 
 
 def rendered_length(messages: list[dict[str, Any]]) -> int:
@@ -325,7 +421,7 @@ def kaiyuan_bench(*args: str) -> subprocess.CompletedProcess[str]:
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=240,  # the bundled model on a busy 2-core machine can be slow
     )
 
 

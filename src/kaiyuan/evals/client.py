@@ -52,6 +52,7 @@ async def complete(
     usage = None
     started = time.time()
     timing = Timing(started=started, finished=started)
+    answering = False  # the server accepted the request: a later drop is this request's failure
     try:
         stream = await client.chat.completions.create(
             model=model,
@@ -62,6 +63,7 @@ async def complete(
             stream=True,
             stream_options={"include_usage": True},
         )
+        answering = True
         async for chunk in stream:
             now = time.time()
             usage = chunk.usage or usage
@@ -78,6 +80,8 @@ async def complete(
     except openai.APIConnectionError as exc:
         if isinstance(exc, openai.APITimeoutError):
             raise RequestFailed("the request timed out") from None
+        if answering:
+            raise RequestFailed("the connection dropped in the middle of the answer") from None
         raise EndpointError(f"cannot reach {client.base_url}") from None
     except (openai.NotFoundError, openai.AuthenticationError, openai.PermissionDeniedError) as exc:
         raise EndpointError(f"model {model!r} at {client.base_url}: {_message(exc)}") from None
