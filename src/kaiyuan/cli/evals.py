@@ -78,30 +78,28 @@ def run_eval(
 ) -> None:
     if not models:
         raise ChatError("--models needs at least one model id")
-    chosen = [suites.load(name, settings.home) for name in suite_names]
-    for suite in chosen:
-        suite.items()  # a missing or broken suite fails now, before any model loads
-    with endpoint(settings, url, models) as base_url:
-        plan = Plan(
-            models=models,
-            suites=chosen,
-            out=out,
-            endpoint=url or "local (in-process kaiyuan)",
-            limit=limit,
-            concurrency=concurrency,
-            max_tokens=max_tokens,
-            dollars_per_hour=dollars_per_hour,
-        )
-        with _progress() as progress:
-            tasks: dict[tuple[str, str], TaskID] = {}
+    plan = Plan(
+        models=models,
+        suites=[suites.load(name, settings.home) for name in suite_names],
+        out=out,
+        endpoint=url or "local (in-process kaiyuan)",
+        limit=limit,
+        concurrency=concurrency,
+        max_tokens=max_tokens,
+        dollars_per_hour=dollars_per_hour,
+    )
+    for suite in plan.suites:
+        plan.items(suite)  # a missing or broken suite fails now, before any model loads
+    with endpoint(settings, url, models) as base_url, _progress() as progress:
+        tasks: dict[tuple[str, str], TaskID] = {}
 
-            def advance(model: str, suite: str, done: int, total: int) -> None:
-                key = (model, suite)
-                if key not in tasks:
-                    tasks[key] = progress.add_task(f"{model} · {suite}", total=total)
-                progress.update(tasks[key], completed=done)
+        def advance(model: str, suite: str, done: int, total: int) -> None:
+            key = (model, suite)
+            if key not in tasks:
+                tasks[key] = progress.add_task(f"{model} · {suite}", total=total)
+            progress.update(tasks[key], completed=done)
 
-            asyncio.run(_eval(plan, client_for(base_url, api_key), advance))
+        asyncio.run(_eval(plan, client_for(base_url, api_key), advance))
     data = report.eval_report(plan)
     page = report.write(out, data, report.eval_html(data))
     table = Table("model", "suite", "metric", "score", "output tok/s", "errors")

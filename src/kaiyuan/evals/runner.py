@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -38,10 +38,14 @@ class Plan:
     temperature: float = 0.0
     seed: int = 0
     dollars_per_hour: float | None = None
+    _items: dict[str, list[Item]] = field(default_factory=dict, repr=False)
 
     def items(self, suite: Suite) -> list[Item]:
-        items = suite.items()
-        return items[: self.limit] if self.limit else items
+        """The suite's items up to the limit, read once (the runner and the report share them)."""
+        if suite.name not in self._items:
+            items = suite.items()
+            self._items[suite.name] = items[: self.limit] if self.limit else items
+        return self._items[suite.name]
 
 
 def results_path(out: Path, model: str, suite: Suite) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -51,7 +52,7 @@ class Score:
         }
 
 
-class Suite:
+class Suite(ABC):
     name: str
     metric: ClassVar[str] = "accuracy"  # what "correct" means in the report
     template_version: ClassVar[str] = "1"
@@ -60,12 +61,12 @@ class Suite:
     source: ClassVar[str] = ""
     licence: ClassVar[str] = ""
 
-    def items(self) -> list[Item]:
-        raise NotImplementedError
+    @abstractmethod
+    def items(self) -> list[Item]: ...
 
+    @abstractmethod
     def judge(self, item: Item, answer: str) -> tuple[bool | None, str | None]:
         """(correct, what was read) for the answer, reasoning already removed."""
-        raise NotImplementedError
 
     def score(self, item: Item, reply: str) -> Score:
         answer = scoring.strip_think(reply)
@@ -326,7 +327,9 @@ def load(name: str, home: Path) -> Suite:
         return Custom(Path(name).expanduser())
     if name == "math":
         return Math(home)
-    suite = {"humaneval": HumanEval, "mmlu": MMLU, "refusal": Refusal, "bilingual": Bilingual}
+    suite: dict[str, type[HumanEval | MMLU | Refusal | Bilingual]] = {
+        "humaneval": HumanEval, "mmlu": MMLU, "refusal": Refusal, "bilingual": Bilingual,
+    }  # fmt: skip
     if name not in suite:
         raise SuiteError(
             f"unknown suite {name!r}: choose from {', '.join(BUILTIN)}, or give a .jsonl file"
