@@ -14,7 +14,7 @@ from typing import Any
 from kaiyuan.chat.images import ImageRef
 from kaiyuan.chat.template import ChatTemplate
 from kaiyuan.chat.toolcalls import TemplateTools, parser_class, traits
-from kaiyuan.engines.base import ModelInfo
+from kaiyuan.engines.base import ModelInfo, max_prompt_chars
 from kaiyuan.errors import InvalidRequest
 from kaiyuan.protocol.openai import ChatCompletionRequest, ChatMessage, ImagePart, TextPart
 
@@ -60,7 +60,7 @@ def build(info: ModelInfo, body: ChatCompletionRequest, *, parser: str | None = 
     if body.chat_template_kwargs and body.chat_template_kwargs.enable_thinking is not None:
         extra["enable_thinking"] = body.chat_template_kwargs.enable_thinking
     template = ChatTemplate(info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token)
-    text = template.render(messages, **extra)
+    text = template.render(messages, max_chars=max_prompt_chars(info), **extra)
     return Prompt(
         text=text,
         parser=chosen,

@@ -183,6 +183,26 @@ class Engine(abc.ABC):
         """Stop the engine and free the model."""
 
 
+# More characters per token than any real vocabulary averages over a whole context (the longest
+# tokens are runs of spaces or '=' of 64 to 128), so a longer text cannot fit: it is refused
+# before it is rendered or tokenized. The exact token count is still checked afterwards.
+CHARS_PER_TOKEN_BOUND = 128
+
+
+def max_prompt_chars(info: ModelInfo) -> int:
+    return info.context_length * CHARS_PER_TOKEN_BOUND
+
+
+def check_text_fits(info: ModelInfo, chars: int, param: str) -> None:
+    """A cheap refusal of a text that cannot fit in the context, before tokenizing it."""
+    if chars > max_prompt_chars(info):
+        raise ContextLengthExceeded(
+            f"the prompt is {chars} characters, more than this model's context of "
+            f"{info.context_length} tokens can hold; shorten it",
+            param=param,
+        )
+
+
 def check_fits(info: ModelInfo, prompt_tokens: int, max_tokens: int) -> None:
     """Raise unless the prompt plus ``max_tokens`` fit the model's context."""
     if prompt_tokens + max_tokens > info.context_length:

@@ -12,6 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_core import PydanticCustomError
 
 MAX_STOP = 16
+# Bounds on list sizes, checked while parsing (pydantic refuses a too-long list before it
+# validates its items), so a huge list is a fast 400 (T22).
+MAX_PROMPTS = 128  # prompts in one /v1/completions request (max_n is at most 128)
+MAX_PROMPT_TOKENS = 2**20  # token ids in one prompt
+MAX_MESSAGES = 10_000
+MAX_LOGIT_BIAS = 1024
 
 
 def invalid(param: str, message: str) -> PydanticCustomError:
@@ -137,7 +143,9 @@ class _SamplingFields(_Request):
     seed: int | None = None
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = Field(
+        None, max_length=MAX_LOGIT_BIAS
+    )
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256)
@@ -162,7 +170,7 @@ class _SamplingFields(_Request):
 
 
 class ChatCompletionRequest(_SamplingFields):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
@@ -208,9 +216,12 @@ class ChatCompletionRequest(_SamplingFields):
 class CompletionRequest(_SamplingFields):
     prompt: (
         str
-        | Annotated[list[str], Field(min_length=1)]
-        | Annotated[list[int], Field(min_length=1)]
-        | Annotated[list[Annotated[list[int], Field(min_length=1)]], Field(min_length=1)]
+        | Annotated[list[str], Field(min_length=1, max_length=MAX_PROMPTS)]
+        | Annotated[list[int], Field(min_length=1, max_length=MAX_PROMPT_TOKENS)]
+        | Annotated[
+            list[Annotated[list[int], Field(min_length=1, max_length=MAX_PROMPT_TOKENS)]],
+            Field(min_length=1, max_length=MAX_PROMPTS),
+        ]
     )
     max_tokens: int | None = Field(16, ge=1)
     echo: bool = False
@@ -400,7 +411,7 @@ class ResponseRequest(_Request):
     model: str
     input: str | list[dict[str, Any]]
     instructions: str | None = None
-    tools: list[ResponseTool] | None = None
+    tools: list[ResponseTool] | None = Field(None, max_length=128)
     tool_choice: Literal["auto", "required", "none"] | dict[str, Any] = "auto"
     stream: bool = False
     max_output_tokens: int | None = Field(None, ge=1)

@@ -93,7 +93,9 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, KaiyuanError):  # raised while FastAPI read the body
+            return await _kaiyuan(request, exc.__cause__)
         status = exc.status_code
         # FastAPI reports an unparseable body (e.g. nested too deeply) as a bare 400.
         message = exc.detail if status != 400 else "the request body could not be parsed"

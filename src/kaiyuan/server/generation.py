@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -52,14 +53,18 @@ def resolve_max_tokens(requested: int | None, prompt_len: int, info: ModelInfo) 
     return requested
 
 
+_TOKEN_ID = re.compile(r"[0-9]{1,10}")
+
+
 def logit_bias(raw: dict[str, float] | None, info: ModelInfo) -> tuple[tuple[int, float], ...]:
     if not raw:
         return ()
     out = []
     for key, bias in raw.items():
-        if not key.lstrip("-").isdigit() or not 0 <= int(key) < info.vocab_size:
+        # ASCII digits only: str.isdigit() admits '²', and int() of 5,000 digits raises.
+        if not _TOKEN_ID.fullmatch(key) or not 0 <= int(key) < info.vocab_size:
             raise InvalidRequest(
-                f"logit_bias key '{key}' is not a token id of this model "
+                f"logit_bias key '{key[:20]}' is not a token id of this model "
                 f"(0 to {info.vocab_size - 1})",
                 param="logit_bias",
             )

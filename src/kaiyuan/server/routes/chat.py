@@ -21,8 +21,9 @@ from kaiyuan.protocol.openai import ChatCompletion, ChatCompletionRequest, Named
 from kaiyuan.server import generation as gen
 from kaiyuan.server import sse
 from kaiyuan.server.errors import ERROR_RESPONSES
+from kaiyuan.server.routing import ApiRoute
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["chat"], route_class=ApiRoute)
 FRAGMENT = 24  # streamed tool-call arguments go out in pieces of this many characters
 
 
@@ -38,7 +39,8 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     state = request.app.state
     engine = await gen.acquire(state.pool, body.model, "chat", "/v1/chat/completions")
     gen.check_choices(body.n, state.settings.max_n)
-    prompt = build(engine.info, body, parser=state.settings.tool_parsers.get(body.model))
+    # Rendering, grammar compilation and tokenizing are CPU work: never on the event loop.
+    prompt, constraint = await asyncio.to_thread(_prepare, engine, body, state.settings)
     tokens, media = await _encode(engine, prompt, state.settings)
     max_tokens = gen.resolve_max_tokens(body.requested_max_tokens(), len(tokens), engine.info)
     base = SamplingParams(
@@ -50,7 +52,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         stop=body.stop_list(),
         logit_bias=gen.logit_bias(body.logit_bias, engine.info),
         logprobs=(body.top_logprobs or 0) if body.logprobs else None,
-        grammar=_grammar(body, prompt),
+        grammar=constraint,
     )
     jobs = [
         (tokens, base if body.seed is None else replace(base, seed=body.seed + i))
@@ -82,10 +84,18 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     return _completion(choices, meta, with_logprobs=body.logprobs)
 
 
+def _prepare(
+    engine: Engine, body: ChatCompletionRequest, settings: Settings
+) -> tuple[Prompt, str | None]:
+    """The rendered prompt and the output grammar (in a worker thread)."""
+    prompt = build(engine.info, body, parser=settings.tool_parsers.get(body.model))
+    return prompt, _grammar(body, prompt)
+
+
 async def _encode(engine: Engine, prompt: Prompt, settings: Settings) -> tuple[list[int], Any]:
     """The prompt's tokens, and for images the pixels the engine's processor made of them."""
     if not prompt.images:
-        return engine.encode(prompt.text, [])
+        return await asyncio.to_thread(engine.encode, prompt.text, [])
     limits = images.Limits(
         max_images=settings.max_images,
         max_bytes=settings.max_image_bytes,

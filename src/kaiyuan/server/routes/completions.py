@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -10,7 +11,14 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from kaiyuan.engines.base import Delta, Engine, EventStream, SamplingParams, TokenLogprob
+from kaiyuan.engines.base import (
+    Delta,
+    Engine,
+    EventStream,
+    SamplingParams,
+    TokenLogprob,
+    check_text_fits,
+)
 from kaiyuan.errors import InvalidRequest
 from kaiyuan.protocol.openai import (
     Completion,
@@ -22,8 +30,9 @@ from kaiyuan.protocol.openai import (
 from kaiyuan.server import generation as gen
 from kaiyuan.server import sse
 from kaiyuan.server.errors import ERROR_RESPONSES
+from kaiyuan.server.routing import ApiRoute
 
-router = APIRouter(tags=["completions"])
+router = APIRouter(tags=["completions"], route_class=ApiRoute)
 
 
 @router.post(
@@ -37,8 +46,9 @@ router = APIRouter(tags=["completions"])
 async def create_completion(body: CompletionRequest, request: Request) -> Any:
     state = request.app.state
     engine = await gen.acquire(state.pool, body.model, "completion", "/v1/completions")
-    prompts = _prompts(body, engine)
-    gen.check_choices(len(prompts) * body.n, state.settings.max_n)
+    raw = _raw_prompts(body)
+    gen.check_choices(len(raw) * body.n, state.settings.max_n)  # before any tokenizing
+    prompts = await asyncio.to_thread(_prompts, raw, engine)
     if body.echo and (body.logprobs is not None or any(text is None for text, _ in prompts)):
         raise InvalidRequest("echo needs text prompts and no logprobs", param="echo")
     base = SamplingParams(
@@ -93,14 +103,18 @@ async def create_completion(body: CompletionRequest, request: Request) -> Any:
     )
 
 
-def _prompts(body: CompletionRequest, engine: Engine) -> list[tuple[str | None, list[int]]]:
-    """Each prompt as (its text, or None for token input; its token ids)."""
+def _raw_prompts(body: CompletionRequest) -> list[Any]:
+    """The request's prompts: texts or token lists."""
     raw: list[Any] = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
-    if isinstance(raw[0], int):
-        raw = [raw]
+    return [raw] if isinstance(raw[0], int) else raw
+
+
+def _prompts(raw: list[Any], engine: Engine) -> list[tuple[str | None, list[int]]]:
+    """Each prompt as (its text, or None for token input; its token ids), in a worker thread."""
     out: list[tuple[str | None, list[int]]] = []
     for i, item in enumerate(raw):
         if isinstance(item, str):
+            check_text_fits(engine.info, len(item), "prompt")
             tokens = engine.tokenize(item)
             if not tokens:
                 raise InvalidRequest("the prompt is empty", param="prompt")

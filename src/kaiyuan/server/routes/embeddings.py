@@ -12,8 +12,9 @@ from kaiyuan.errors import InvalidRequest
 from kaiyuan.protocol.openai import EmbeddingList, EmbeddingRequest
 from kaiyuan.server import generation as gen
 from kaiyuan.server.errors import ERROR_RESPONSES
+from kaiyuan.server.routing import ApiRoute
 
-router = APIRouter(tags=["embeddings"])
+router = APIRouter(tags=["embeddings"], route_class=ApiRoute)
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingList, responses=ERROR_RESPONSES)

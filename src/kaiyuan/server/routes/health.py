@@ -14,9 +14,10 @@ from kaiyuan.errors import KaiyuanError
 from kaiyuan.protocol.openai import Health
 from kaiyuan.server.errors import ERROR_RESPONSES
 from kaiyuan.server.generation import guarded
+from kaiyuan.server.routing import ApiRoute
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=ApiRoute)
 
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": Health, "description": "An engine is dead or not generating"}

@@ -18,8 +18,9 @@ from kaiyuan.errors import InvalidRequest, NotFound
 from kaiyuan.protocol.openai import ImageRequest
 from kaiyuan.server import generation as gen
 from kaiyuan.server.errors import ERROR_RESPONSES
+from kaiyuan.server.routing import ApiRoute
 
-router = APIRouter(tags=["images"])
+router = APIRouter(tags=["images"], route_class=ApiRoute)
 MEDIA_NAME = re.compile(r"^[0-9a-f]{32}\.(png|mp4)$")
 
 

@@ -8,9 +8,10 @@ from kaiyuan.engines.pool import EnginePool
 from kaiyuan.errors import ModelNotFound
 from kaiyuan.protocol.openai import Model, ModelList
 from kaiyuan.server.errors import ERROR_RESPONSES
+from kaiyuan.server.routing import ApiRoute
 from kaiyuan.store.records import ModelRecord
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], route_class=ApiRoute)
 
 
 def _model(record: ModelRecord, pool: EnginePool) -> Model:

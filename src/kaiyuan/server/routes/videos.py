@@ -20,9 +20,10 @@ from kaiyuan.protocol.openai import VideoRequest
 from kaiyuan.server import generation as gen
 from kaiyuan.server.errors import ERROR_RESPONSES
 from kaiyuan.server.routes.images import check_pixels, parse_size
+from kaiyuan.server.routing import ApiRoute
 from kaiyuan.server.shared import video_jobs
 
-router = APIRouter(tags=["videos"])
+router = APIRouter(tags=["videos"], route_class=ApiRoute)
 
 
 @router.post("/v1/videos", responses=ERROR_RESPONSES)
