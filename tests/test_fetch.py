@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.server
 import ipaddress
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from kaiyuan.tools.fetch import FetchFailed, FetchRefused, fetch, public
+from kaiyuan.tools.fetch import MAX_REDIRECTS, FetchFailed, FetchRefused, fetch, public
 
 PUBLIC_IP = ipaddress.ip_address("127.0.0.2")
 
@@ -33,6 +34,9 @@ class Server:
                 server.requests.append(self.path)
                 route = server.routes.get(self.path, (404, {}, b"missing"))
                 status, headers, body = route
+                if "drip-head" in headers or "drip-body" in headers:
+                    self.drip(status, headers, body)
+                    return
                 if headers.get("sleep"):
                     time.sleep(float(headers["sleep"]))
                 self.send_response(status)
@@ -50,11 +54,30 @@ class Server:
                 else:
                     self.wfile.write(body)
 
+            def drip(self, status: int, headers: dict[str, str], body: bytes) -> None:
+                """A slow server: the head in ten pieces `drip-head` seconds apart, then the body
+                one byte every `drip-body` seconds; it stops when the client hangs up."""
+                lines = [f"HTTP/1.1 {status} Slow", f"Content-Length: {len(body)}"]
+                lines += [f"{k}: {v}" for k, v in headers.items() if not k.startswith("drip-")]
+                head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+                step = -(-len(head) // 10)
+                pieces = [(head[i : i + step], float(headers.get("drip-head", 0)))
+                          for i in range(0, len(head), step)]  # fmt: skip
+                pieces += [(body[i : i + 1], float(headers.get("drip-body", 0)))
+                           for i in range(len(body))]  # fmt: skip
+                self.close_connection = True
+                try:
+                    for piece, pause in pieces:
+                        self.wfile.write(piece)
+                        time.sleep(pause)
+                except OSError:
+                    pass
+
         self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
         self.httpd = http.server.ThreadingHTTPServer((host, 0), Handler)
         self.port = self.httpd.server_address[1]
         self.url = f"http://{host}:{self.port}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -94,6 +117,9 @@ def only_outside(address: Any) -> bool:
         "file:///etc/passwd",
         "ftp://127.0.0.1/",
         "http://[::1]:{port}/secret",
+        "http://[::127.0.0.1]:{port}/secret",
+        "http://[64:ff9b::7f00:1]:{port}/secret",
+        "http://[2002:7f00:1::]:{port}/secret",
         "http://10.0.0.1/",
         "http://0.0.0.0:{port}/secret",
     ],
@@ -154,7 +180,7 @@ def test_bodies_over_the_cap_are_refused(outside: Server, chunked: bool) -> None
 def test_slow_servers_time_out(outside: Server) -> None:
     outside.routes["/slow"] = (200, {"sleep": "3"}, b"late")
     start = time.monotonic()
-    with pytest.raises(FetchFailed, match="timed out"):
+    with pytest.raises(FetchFailed, match=r"took longer than 0\.5 s"):
         fetch(f"{outside.url}/slow", allowed=only_outside, timeout=0.5)
     assert time.monotonic() - start < 2.5
 
@@ -166,3 +192,83 @@ def test_public_policy() -> None:
                  "100.64.0.1", "0.0.0.0", "::1", "fe80::1", "fc00::1", "::ffff:10.0.0.1",
                  "224.0.0.1"):  # fmt: skip
         assert not public(ipaddress.ip_address(text)), text
+
+
+# --- one deadline for the whole fetch, whatever the server (or DNS) does --------------------------
+def _ends_by(limit: float, url: str, timeout: float, **kwargs: Any) -> None:
+    start = time.monotonic()
+    with pytest.raises(FetchFailed, match=re.escape(f"took longer than {timeout:g} s")):
+        fetch(url, allowed=only_outside, timeout=timeout, **kwargs)
+    assert time.monotonic() - start < limit
+
+
+def test_a_body_dripping_a_byte_at_a_time_is_cut_at_the_deadline(outside: Server) -> None:
+    """Each read succeeds well within the timeout; only their sum is over it (20 bytes: 10 s)."""
+    outside.routes["/drip"] = (200, {"drip-body": "0.5"}, b"x" * 20)
+    _ends_by(2.5, f"{outside.url}/drip", timeout=1.5)
+
+
+def test_headers_dripping_in_are_cut_at_the_deadline(outside: Server) -> None:
+    outside.routes["/head"] = (200, {"drip-head": "0.5", "X-Padding": "p" * 40}, b"late")
+    _ends_by(2.0, f"{outside.url}/head", timeout=1)
+
+
+def test_a_chain_of_slow_redirects_shares_one_deadline(outside: Server) -> None:
+    """Each hop (2 s) fits in the timeout on its own; the chain does not."""
+    for hop in range(MAX_REDIRECTS):
+        outside.routes[f"/hop{hop}"] = (
+            302,
+            {"drip-head": "0.2", "Location": f"/hop{hop + 1}"},
+            b"",
+        )
+    outside.routes[f"/hop{MAX_REDIRECTS}"] = (200, {}, b"arrived")
+    _ends_by(3.5, f"{outside.url}/hop0", timeout=2.5)
+    assert outside.requests[:2] == ["/hop0", "/hop1"] and len(outside.requests) <= 2
+
+
+def test_a_hanging_resolver_is_cut_at_the_deadline(outside: Server) -> None:
+    release = threading.Event()
+
+    def hang(host: str, port: int) -> list[str]:
+        release.wait(5)
+        return ["127.0.0.2"]
+
+    try:
+        _ends_by(2.0, f"http://slow-dns.example:{outside.port}/", timeout=1, resolver=hang)
+    finally:
+        release.set()
+    assert outside.requests == []
+
+
+# --- IPv6 addresses that carry an IPv4 address are judged by it -----------------------------------
+CARRY_INTERNAL = [
+    "::127.0.0.1",  # IPv4-compatible
+    "::a00:1",  # IPv4-compatible 10.0.0.1
+    "64:ff9b::7f00:1",  # NAT64 well-known prefix, 127.0.0.1
+    "64:ff9b::a9fe:a9fe",  # NAT64, 169.254.169.254 (cloud metadata)
+    "64:ff9b:1::7f00:1",  # NAT64 local-use prefix (RFC 8215): always a local translator
+    "64:ff9b:1::808:808",
+    "2002:7f00:1::",  # 6to4, 127.0.0.1
+    "2002:a9fe:a9fe::1",  # 6to4, 169.254.169.254
+    "2002:c0a8:101:1::1",  # 6to4, 192.168.1.1
+    "2001:0:7f00:1::",  # Teredo, server 127.0.0.1
+    "2001:0:4136:e378:8000:0:f5ff:fffe",  # Teredo, public server, client 10.0.0.1 (XOR-ed)
+    "2606:4700::5efe:7f00:1",  # ISATAP interface id, 127.0.0.1
+    "2606:4700::200:5efe:a00:1",  # ISATAP (universal bit), 10.0.0.1
+]
+CARRY_PUBLIC = ["64:ff9b::808:808", "2002:808:808::1", "::ffff:8.8.8.8", "2606:4700:4700::1111"]
+
+
+@pytest.mark.parametrize("text", CARRY_INTERNAL)
+def test_ipv6_carrying_an_internal_ipv4_is_refused(internal: Server, text: str) -> None:
+    assert not public(ipaddress.ip_address(text))
+    with pytest.raises(FetchRefused):
+        fetch(f"http://v6.example:{internal.port}/secret", resolver=lambda host, port: [text])
+    with pytest.raises(FetchRefused):
+        fetch(f"http://[{text}]:{internal.port}/secret")
+    assert internal.requests == []
+
+
+@pytest.mark.parametrize("text", CARRY_PUBLIC)
+def test_ipv6_carrying_a_public_ipv4_is_allowed(text: str) -> None:
+    assert public(ipaddress.ip_address(text))
