@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -592,8 +593,12 @@ def test_streaming_events_and_final_response_match_non_streaming(served: Served)
     final = events[-1].response
     assert final.id == created.id and final.id != plain.id
     assert final.status == "completed"
-    assert comparable(dump(final)) == comparable(dump(plain))
-    assert final.usage.input_tokens == plain.usage.input_tokens > 0
+    # the second prompt holds the sandbox's run time (0.049 or 0.05 s): one token either way
+    final_usage, plain_usage = dump(final).pop("usage"), dump(plain).pop("usage")
+    assert comparable({**dump(final), "usage": None}) == comparable({**dump(plain), "usage": None})
+    assert final_usage["output_tokens"] == plain_usage["output_tokens"]
+    assert abs(final_usage["input_tokens"] - plain_usage["input_tokens"]) <= 2
+    assert final.usage.input_tokens > 0
     # the tool item: added in progress, then done with its logs, at output_index 0
     added, started, completed, done = events[2:6]
     assert added.output_index == started.output_index == completed.output_index == 0
@@ -827,7 +832,198 @@ def test_an_image_for_a_text_model_is_a_client_error(served: Served) -> None:
         )
 
 
-# --- 9. the real bundled model --------------------------------------------------------------------
+# --- 9. store: false -----------------------------------------------------------------------------
+def trace_rows(home: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the trace store's tables, read straight from the SQLite file."""
+    with contextlib.closing(sqlite3.connect(home / "traces.sqlite")) as db:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {table: db.execute(f'SELECT * FROM "{table}"').fetchall() for table in tables}
+
+
+SECRET = "Zephyrine-7319"  # a marker that must not reach the trace store
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_store_false_writes_nothing_and_cannot_be_continued(served: Served, stream: bool) -> None:
+    stored = served.create(say("Kept."), input="A stored question.")  # the store is in use
+    before = trace_rows(served.home)
+    assert {"runs", "steps"} <= set(before) and len(before["runs"]) == 1
+    script = [call("code", code=f"print('{SECRET}'[::-1])"), say(f"It is {SECRET}.")]
+    fields: dict[str, Any] = {
+        "input": f"Reverse {SECRET} twice.",
+        "instructions": f"Mention {SECRET}.",
+        "tools": [CODE],
+        "store": False,
+    }
+    if stream:
+        events = list(served.create(*script, stream=True, **fields))
+        assert events[-1].type == "response.completed"
+        response = events[-1].response
+        assert events[0].response.store is False
+    else:
+        response = served.create(*script, **fields)
+    # the run worked as usual: the code ran in the sandbox, its output reached the model
+    assert response.status == "completed" and response.store is False
+    assert [item.type for item in response.output] == ["code_interpreter_call", "message"]
+    assert SECRET[::-1] in response.output[0].outputs[0].logs
+    assert response.output_text == f"It is {SECRET}."
+    assert SECRET[::-1] in served.prompt()
+    # nothing of it was written: not the conversation, not a step, not the tool's output
+    after = trace_rows(served.home)
+    assert after == before
+    assert not any(SECRET in repr(rows) or SECRET[::-1] in repr(rows) for rows in after.values())
+    assert not any(SECRET.encode() in f.read_bytes() for f in served.home.glob("traces.sqlite*"))
+    # it cannot be continued: the same 404 as for an id that never existed
+    asked = len(served.engine.records)
+    errors = []
+    for previous in (response.id, "resp_" + "0" * 32):
+        with pytest.raises(openai.NotFoundError) as caught:
+            served.client.responses.create(model=MODEL, input="And?", previous_response_id=previous)
+        body = caught.value.body
+        assert isinstance(body, dict)
+        errors.append(body)
+    unstored, unknown = errors
+    assert unstored["param"] == unknown["param"] == "previous_response_id"
+    assert unstored["type"] == unknown["type"] == "invalid_request_error"
+    assert unstored["code"] == unknown["code"] == "not_found"
+    assert unstored["message"] == unknown["message"].replace("0" * 32, response.id[5:])
+    assert len(served.engine.records) == asked  # the model was not asked
+    # a stored response is still continued
+    served.create(say("Yes."), input="More?", previous_response_id=stored.id)
+    assert "A stored question." in served.prompt()
+
+
+def test_store_false_function_calls_are_continued_by_resending_the_input(served: Served) -> None:
+    question = {"role": "user", "content": f"Weather in {SECRET}?"}
+    first = served.create(
+        call("get_weather", city=SECRET), input=[question], tools=[WEATHER], store=False
+    )
+    assert first.store is False
+    assert [item.type for item in first.output] == ["function_call"]
+    fc = first.output[0]
+    assert json.loads(fc.arguments) == {"city": SECRET}
+    with pytest.raises(openai.NotFoundError):
+        served.client.responses.create(
+            model=MODEL,
+            previous_response_id=first.id,
+            input=[{"type": "function_call_output", "call_id": fc.call_id, "output": "sunny"}],
+            tools=[WEATHER],
+        )
+    # stateless: the client sends the whole conversation back
+    second = served.create(
+        say("Sunny."),
+        input=[
+            question,
+            {"type": "function_call", "call_id": fc.call_id, "name": fc.name,
+             "arguments": fc.arguments},
+            {"type": "function_call_output", "call_id": fc.call_id, "output": "sunny"},
+        ],
+        tools=[WEATHER],
+        store=False,
+    )  # fmt: skip
+    assert second.output_text == "Sunny." and second.store is False
+    assert "<tool_response>\nsunny\n</tool_response>" in served.prompt()
+    rows = trace_rows(served.home)
+    assert rows["runs"] == [] and rows["steps"] == []
+
+
+# --- 10. errors name the request's fields ---------------------------------------------------------
+IMAGE = {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="}
+TEXT = {"type": "input_text", "text": "see"}
+DEEP = {"type": "function", "name": "deep",
+        "parameters": {"type": "object", "properties": {"a": {"type": "string",
+                                                             "maxLength": 5000}}}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "named"),
+    [
+        (
+            {"input": [{"role": "user", "content": "hi"},
+                       {"role": "user", "content": [TEXT, IMAGE]}],
+             "instructions": "Be brief."},
+            "input[1].content[1]",
+            False,
+        ),
+        ({"input": [{"role": "user", "content": [IMAGE]}]}, "input[0].content[0]", False),
+        (
+            {"input": [{"role": "user", "content": "a"},
+                       {"type": "function_call", "call_id": "c1", "name": "ok", "arguments": "{}"},
+                       {"type": "function_call", "call_id": "c2", "name": "bad name!",
+                        "arguments": "{}"}]},
+            "input[2].name",
+            True,
+        ),
+        (
+            {"input": [{"role": "user", "content": "a"},
+                       {"type": "function_call", "call_id": "c1", "name": "f",
+                        "arguments": {"not": "a string"}}]},
+            "input[1].arguments",
+            True,
+        ),
+        (
+            {"input": [{"role": "user", "content": "a"},
+                       {"type": "function_call_output", "call_id": "c" * 300, "output": "x"}]},
+            "input[1].call_id",
+            True,
+        ),
+        (
+            {"input": [{"role": "user", "content": "a"},
+                       {"type": "function_call_output", "output": "x"}]},
+            "input[1].call_id",
+            True,
+        ),
+        (
+            {"tools": [DEEP, CODE], "tool_choice": "required"},
+            "tools[0].parameters",
+            True,
+        ),
+        ({"input": "x" * 70_000}, "input", False),
+    ],
+    ids=[
+        "image-after-instructions",
+        "image-first",
+        "call-name",
+        "call-arguments",
+        "output-call-id-long",
+        "output-call-id-missing",
+        "tool-schema",
+        "too-long",
+    ],
+)  # fmt: skip
+def test_errors_name_the_responses_fields(
+    served: Served, fields: dict[str, Any], param: str, named: bool
+) -> None:
+    request: dict[str, Any] = {"model": MODEL, "input": "hi", **fields}
+    with pytest.raises(openai.BadRequestError) as caught:
+        served.client.responses.create(**request)
+    body = caught.value.body
+    assert isinstance(body, dict)
+    assert body["type"] == "invalid_request_error"
+    assert body["param"] == param, body
+    if named:
+        assert param in body["message"], body
+    for internal in ("messages", "tool_call_id", "function.", "max_tokens"):
+        assert internal not in body["message"], body
+    assert served.engine.records == []  # refused before the model ran
+
+
+def test_a_streamed_error_names_the_responses_fields(served: Served) -> None:
+    body = {
+        "model": MODEL,
+        "input": [{"role": "user", "content": "hi"}, {"role": "user", "content": [TEXT, IMAGE]}],
+        "stream": True,
+    }
+    with httpx.stream("POST", served.url + "/v1/responses", json=body, timeout=60) as r:
+        lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+    last = json.loads(lines[-1].removeprefix("data: "))
+    assert last["type"] == "response.failed"
+    error = last["response"]["error"]
+    assert error["param"] == "input[1].content[1]", error
+    assert "messages" not in json.dumps(last)
+
+
+# --- 11. the real bundled model -------------------------------------------------------------------
 def test_real_model_answers(server: KaiyuanServer) -> None:
     with server.client(timeout=120) as client:
         response = client.responses.create(

@@ -1,7 +1,7 @@
 """The Responses API's shapes around the agent loop: which tools a request enables, its input
-as chat messages, and the loop's events as output items (web_search_call,
-code_interpreter_call, file_search_call, function_call, message with url_citation
-annotations) and the final response object."""
+as chat messages (and the request's own names for the chat fields, for errors), and the loop's
+events as output items (web_search_call, code_interpreter_call, file_search_call,
+function_call, message with url_citation annotations) and the final response object."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 from kaiyuan.agent.loop import AnswerEvent, ToolCallEvent, ToolResultEvent
 from kaiyuan.agent.mcp import SEPARATOR
 from kaiyuan.config import Settings
-from kaiyuan.errors import InvalidRequest
+from kaiyuan.errors import InvalidRequest, KaiyuanError
 from kaiyuan.protocol.openai import ResponseRequest
 from kaiyuan.tools.base import Tool, builtin
 
@@ -75,11 +75,22 @@ def plan_tools(
     return list(tools.values()), functions, servers
 
 
-def to_messages(value: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Responses input (a string or input items) as chat messages."""
+@dataclass(slots=True)
+class Origin:
+    """The input items one chat message was made from: ``kind`` is the item type ("text" when
+    the input is a string); an assistant message gathering consecutive function_call items
+    has one item per tool call (``items[t]`` made ``tool_calls[t]``)."""
+
+    kind: str
+    items: list[int]
+
+
+def to_messages(value: str | list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Origin]]:
+    """Responses input (a string or input items) as chat messages, with where each came from."""
     if isinstance(value, str):
-        return [{"role": "user", "content": value}]
+        return [{"role": "user", "content": value}], [Origin("text", [])]
     messages: list[dict[str, Any]] = []
+    origins: list[Origin] = []
     for i, item in enumerate(value):
         kind = item.get("type", "message")
         if kind == "message":
@@ -87,25 +98,137 @@ def to_messages(value: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
             if role not in ("user", "assistant", "system", "developer"):
                 raise InvalidRequest("a message needs a role", param=f"input[{i}].role")
             messages.append({"role": role, "content": _content(item.get("content"), i)})
+            origins.append(Origin(kind, [i]))
         elif kind == "function_call":
+            _call_id(item, i)
             function = {"name": item.get("name"), "arguments": item.get("arguments")}
             call = {"id": item.get("call_id"), "type": "function", "function": function}
             last = messages[-1] if messages else None
             if last is not None and last["role"] == "assistant" and "tool_calls" in last:
                 last["tool_calls"].append(call)
+                origins[-1].items.append(i)
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+                origins.append(Origin(kind, [i]))
         elif kind == "function_call_output":
             output = item.get("output")
             text = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)
-            messages.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": text})
+            messages.append({"role": "tool", "tool_call_id": _call_id(item, i), "content": text})
+            origins.append(Origin(kind, [i]))
         else:
             raise InvalidRequest(
                 f"input item type '{kind}' is not supported (message, function_call, "
                 "function_call_output)",
                 param=f"input[{i}].type",
             )
-    return messages
+    return messages, origins
+
+
+def _call_id(item: dict[str, Any], i: int) -> str:
+    call_id = item.get("call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise InvalidRequest(
+            f"input[{i}].call_id: a {item.get('type')} item needs the call_id of its function call",
+            param=f"input[{i}].call_id",
+        )
+    return call_id
+
+
+def tool_origins(body: ResponseRequest, names: list[str]) -> list[tuple[int, str] | None]:
+    """For each tool the agent offers the model (by name, in its order), the index and type of
+    the request's tool that brought it."""
+    specs = [(i, spec.type, spec.model_extra or {}) for i, spec in enumerate(body.tools or [])]
+
+    def origin(name: str) -> tuple[int, str] | None:
+        for i, kind, extra in specs:
+            if (
+                (kind in BUILTIN and name in BUILTIN[kind])
+                or (kind == "function" and extra.get("name") == name)
+                or (kind == "mcp" and name.startswith(f"{extra.get('server_label')}{SEPARATOR}"))
+            ):
+                return i, kind
+        return None
+
+    return [origin(name) for name in names]
+
+
+# A field of the chat request the agent sends, named in an error the chat route raised:
+# messages[3].content[1], tools[0].function.parameters.properties
+_FIELD = re.compile(r"(messages|tools)(?:\[(\d+)\])?((?:\.\w+|\[\d+\])*)")
+_MENTION = re.compile(
+    r"(?<![\w.\[])((?:messages|tools)\[\d+\](?:\.\w+|\[\d+\])*|max_tokens\b)"
+    r"|'(messages|tools)'"
+)
+_RENAMED = {"max_tokens": "max_output_tokens"}
+_CALL_FIELD = {".function.name": ".name", ".function.arguments": ".arguments", ".id": ".call_id"}
+
+
+@dataclass(slots=True)
+class Fields:
+    """The Responses request's own names for the fields of the chat requests the agent makes
+    from it, so that an error raised downstream (by the chat route, its templates, its
+    engines) names ``input[2].content[1]`` or ``tools[0].parameters``, never
+    ``messages[3].content[1]``. The agent's messages are the system prompt (``instructions``),
+    the continued conversation (``previous_response_id``), the input's messages, then the
+    agent's own (model turns, tool results)."""
+
+    inputs: list[Origin]
+    previous: int = 0  # messages continued from previous_response_id
+    tools: list[tuple[int, str] | None] = field(default_factory=list)  # per chat tool
+
+    def rename(self, exc: KaiyuanError) -> None:
+        """Rewrite ``exc``'s param, and any chat field its message names, in place."""
+        if exc.param is not None:
+            exc.param = self.name(exc.param)
+
+        def mention(match: re.Match[str]) -> str:
+            if match.group(2):
+                return f"'{self.name(match.group(2)) or 'the conversation'}'"
+            return self.name(match.group(1)) or "the conversation"
+
+        exc.message = _MENTION.sub(mention, exc.message)
+        exc.args = (exc.message,)
+
+    def name(self, internal: str) -> str | None:
+        """The request's name for a chat request's field; None for the agent's own messages."""
+        found = _FIELD.fullmatch(internal)
+        if found is None:
+            return _RENAMED.get(internal, internal)
+        what, index, rest = found.group(1), found.group(2), found.group(3)
+        if index is None:
+            return "input" if what == "messages" else "tools"
+        k = int(index)
+        if what == "tools":
+            origin = self.tools[k] if k < len(self.tools) else None
+            if origin is None:
+                return "tools"
+            i, kind = origin
+            sub = ""
+            if kind == "function" and rest.startswith(".function."):
+                sub = rest.removeprefix(".function")
+            return f"tools[{i}]{sub}"
+        if k == 0:
+            return "instructions"  # the system prompt: kaiyuan's and the instructions
+        if k <= self.previous:
+            return "previous_response_id"
+        j = k - 1 - self.previous
+        if j >= len(self.inputs):
+            return None
+        return self._input(self.inputs[j], rest)
+
+    @staticmethod
+    def _input(origin: Origin, rest: str) -> str:
+        if origin.kind == "text":
+            return "input"
+        base = f"input[{origin.items[0]}]"
+        if origin.kind == "message":
+            return base + rest if rest.startswith((".content", ".role")) else base
+        if origin.kind == "function_call_output":
+            return base + {".tool_call_id": ".call_id", ".content": ".output"}.get(rest, "")
+        call = re.fullmatch(r"\.tool_calls\[(\d+)\](.*)", rest)
+        if call is None or int(call.group(1)) >= len(origin.items):
+            return base
+        return f"input[{origin.items[int(call.group(1))]}]" + _CALL_FIELD.get(call.group(2), "")
 
 
 def _content(content: Any, i: int) -> Any:
