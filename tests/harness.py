@@ -35,7 +35,15 @@ def free_port() -> int:
 class KaiyuanServer:
     """`kaiyuan serve` on a free loopback port (vLLM's RemoteOpenAIServer pattern)."""
 
-    def __init__(self, *, home: Path, args: list[str] | None = None, startup: float = 90):
+    def __init__(
+        self,
+        *,
+        home: Path,
+        args: list[str] | None = None,
+        startup: float = 90,
+        env: dict[str, str] | None = None,
+    ):
+        self.env = env or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.home = home
@@ -45,7 +53,7 @@ class KaiyuanServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> KaiyuanServer:
-        env = {**os.environ, "KAIYUAN_HOME": str(self.home)}
+        env = {**os.environ, "KAIYUAN_HOME": str(self.home), **self.env}
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [KAIYUAN, "serve", "--port", str(self.port), *self.args],

@@ -7,13 +7,15 @@ This is the only module that reads the environment.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -57,7 +59,7 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=default_home, description="Where user data lives.")
     host: str = Field("127.0.0.1", description="Address the server binds to.")
     port: int = Field(8000, ge=0, le=65535, description="Port the server listens on.")
-    models: list[str] = Field(
+    models: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [DEFAULT_MODEL],
         min_length=1,
         description="Model ids to serve (repeat the flag for several).",
@@ -76,6 +78,20 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 past it)."
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names the server answers besides localhost, 127.0.0.1, [::1] and "
+        "the address it is bound to ('*' for any): a guard against DNS rebinding.",
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, description="Seconds a client has to send a request's headers."
+    )
+    body_timeout: float = Field(
+        60.0, gt=0, description="Seconds a client has to send a request's body (408 past it)."
+    )
+    max_connections_per_client: int = Field(
+        64, ge=1, description="Connections one client address may hold open at once."
     )
     max_n: int = Field(16, ge=1, le=128, description="Largest `n` (choices) per request.")
     max_images: int = Field(8, ge=0, description="Most images one chat request may carry.")
@@ -163,11 +179,13 @@ class Settings(BaseSettings):
         "for stdio or {url, headers} for streamable HTTP (set in config.toml).",
     )
 
-    @field_validator("models", mode="before")
+    @field_validator("models", "allowed_hosts", mode="before")
     @classmethod
-    def _split_models(cls, value: Any) -> Any:
-        # KAIYUAN_MODELS=a,b is friendlier than JSON in a shell.
-        if isinstance(value, str) and not value.lstrip().startswith("["):
+    def _split_list(cls, value: Any) -> Any:
+        # KAIYUAN_MODELS=a,b is friendlier than JSON in a shell; JSON works too.
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            return json.loads(value)
+        if isinstance(value, str):
             return [m.strip() for m in value.split(",") if m.strip()]
         return value
 

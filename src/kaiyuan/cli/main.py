@@ -61,6 +61,7 @@ def cli() -> None:
 @setting("parallel")
 @setting("max_queue")
 @setting("max_body_bytes")
+@setting("allowed_hosts", "--allow-host")
 @setting("stall_timeout")
 @setting("log_level")
 @setting("memory_budget")

@@ -10,6 +10,7 @@ import uvicorn
 from kaiyuan.config import Settings
 from kaiyuan.engines.pool import EnginePool
 from kaiyuan.server import create_app
+from kaiyuan.server.connections import guarded_protocol
 
 
 def run(settings: Settings) -> None:
@@ -27,6 +28,10 @@ def run(settings: Settings) -> None:
             port=settings.port,
             log_level=settings.log_level.lower(),
             timeout_graceful_shutdown=5,
+            http=guarded_protocol(
+                header_timeout=settings.header_timeout,
+                per_client=settings.max_connections_per_client,
+            ),
         )
     finally:
         asyncio.run(pool.aclose())

@@ -229,6 +229,22 @@ class CompletionRequest(_SamplingFields):
     best_of: int | None = Field(None, ge=1)
     suffix: str | None = None
 
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        # Before the union: each of its list members would report every bad item of a huge
+        # list (a million errors for a million strings), which took 17 s on the event loop.
+        if not isinstance(value, list) or not value:
+            return value
+        tokens = isinstance(value[0], int)
+        limit = MAX_PROMPT_TOKENS if tokens else MAX_PROMPTS
+        if len(value) > limit:
+            what = "token ids" if tokens else "prompts"
+            raise invalid("prompt", f"prompt has {len(value)} {what}; the limit is {limit}")
+        if tokens and not all(type(t) is int for t in value):
+            raise invalid("prompt", "prompt must be a string, a list of strings or token ids")
+        return value
+
     @model_validator(mode="after")
     def _unsupported(self) -> CompletionRequest:
         if self.suffix:

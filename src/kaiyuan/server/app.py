@@ -14,7 +14,7 @@ from kaiyuan import __version__
 from kaiyuan.config import Settings
 from kaiyuan.engines.pool import EnginePool
 from kaiyuan.server import errors
-from kaiyuan.server.middleware import BodyLimit
+from kaiyuan.server.middleware import BodyLimit, HostCheck
 from kaiyuan.server.routes import (
     chat,
     completions,
@@ -56,7 +56,9 @@ def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
     _document_errors_as_served(app)
     for module in (health, models, chat, completions, embeddings, responses, images, videos):
         app.include_router(module.router)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
+    # Added last, so it runs first: a request for another host name is refused unread.
+    app.add_middleware(HostCheck, allowed=[*settings.allowed_hosts, settings.host])
     return app
 
 

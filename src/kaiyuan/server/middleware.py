@@ -1,12 +1,18 @@
-"""Pure-ASGI body cap: a body over the limit gets a 413 before any of it is parsed.
+"""Pure-ASGI guards in front of every route.
 
-uvicorn has no body limit of its own. The body is read (up to the cap) and replayed to the
-app; later ``receive`` calls go to the server, so disconnects are still seen.
+- :class:`BodyLimit`: a body over the limit gets a 413 before any of it is parsed, and one
+  that does not arrive within the body deadline a 408 (uvicorn has neither). The body is read
+  and replayed to the app; later ``receive`` calls go to the server, so disconnects are seen.
+- :class:`HostCheck`: with no API keys, only loopback host names (and those the user lists)
+  are served, so a web page whose DNS name rebinds to 127.0.0.1 cannot drive the API (T24).
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import json
+from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -14,9 +20,10 @@ from kaiyuan.server.errors import error_body
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, timeout: float = 60.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -24,22 +31,30 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._too_large(send)
+            too_big = f"request body exceeds the {self.max_bytes}-byte limit"
+            await _refuse(send, 413, too_big, "payload_too_large")
             return
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # disconnected while sending the body
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._too_large(send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":  # gone while sending the body
+                        return
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        await _refuse(send, 413, f"request body exceeds the {self.max_bytes}-"
+                                      "byte limit", "payload_too_large")  # fmt: skip
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            late = f"the request body did not arrive within {self.timeout:g} s"
+            await _refuse(send, 408, late, "request_timeout")
+            return
         body: bytes | None = b"".join(chunks)
 
         async def replay() -> Message:
@@ -52,23 +67,59 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, send: Send) -> None:
-        payload = json.dumps(
-            error_body(
-                f"request body exceeds the {self.max_bytes}-byte limit",
-                "invalid_request_error",
-                code="payload_too_large",
-            )
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+
+class HostCheck:
+    """Serve only requests whose ``Host`` is a loopback name, the address the server is bound
+    to, or one of ``allowed``; ``*`` in ``allowed`` turns the check off. A request without a
+    Host header (HTTP/1.0, in-process transports) is served: browsers always send one."""
+
+    LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+    def __init__(self, app: ASGIApp, *, allowed: Iterable[str] = ()) -> None:
+        self.app = app
+        self.allowed = self.LOOPBACK | {_hostname(h.encode()) for h in allowed}
+        self.any = "*" in self.allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.any:
+            raw = dict(scope.get("headers", [])).get(b"host")
+            if raw is not None and not self._served(_hostname(raw)):
+                message = (
+                    "this server answers only requests addressed to localhost or its own "
+                    "address; to reach it by another name, add the name to allowed_hosts"
+                )
+                await _refuse(send, 400, message, "host_not_allowed")
+                return
+        await self.app(scope, receive, send)
+
+    def _served(self, host: str) -> bool:
+        if host in self.allowed or host.endswith(".localhost"):
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+
+def _hostname(raw: bytes) -> str:
+    """``Host`` without its port or IPv6 brackets, lower case."""
+    host = raw.decode("latin-1").strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+async def _refuse(send: Send, status: int, message: str, code: str) -> None:
+    payload = json.dumps(error_body(message, "invalid_request_error", code=code)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})

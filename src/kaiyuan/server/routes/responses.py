@@ -5,11 +5,21 @@ client's: a call to one ends the response with a ``function_call`` item, and the
 continues with ``previous_response_id`` and a ``function_call_output``. The agent reaches the
 model through this same server's chat route, in process (the openai client's own httpx2 with
 an ASGI transport, no socket).
+
+``store: false`` (OpenAI's meaning: the response is not kept): nothing of the run is written to
+the trace store, neither the conversation nor the agent's step traces, so it cannot be continued
+with ``previous_response_id`` (the same 404 as an unknown id) nor shown by ``kaiyuan trace``;
+the run itself, tools included, is the same.
+
+Errors raised downstream of the conversion to chat messages (the chat route's validation, the
+template, the engine) are renamed once, around the run, to the request's own fields:
+``input[2].content[1]``, ``instructions``, ``tools[0].parameters``, never ``messages[3]...``.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,15 +28,23 @@ import openai
 from fastapi import APIRouter, Request
 
 from kaiyuan.agent.loop import Agent, AnswerEvent, ToolCallEvent, ToolResultEvent, task_text
-from kaiyuan.agent.responses import Items, plan_tools, response_object, to_messages
+from kaiyuan.agent.responses import (
+    Fields,
+    Items,
+    plan_tools,
+    response_object,
+    to_messages,
+    tool_origins,
+)
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.protocol.openai import ResponseRequest
 from kaiyuan.server import generation as gen
 from kaiyuan.server import shared
 from kaiyuan.server.errors import ERROR_RESPONSES, envelope
+from kaiyuan.server.routing import ApiRoute
 from kaiyuan.server.sse import stream_events
 
-router = APIRouter(tags=["responses"])
+router = APIRouter(tags=["responses"], route_class=ApiRoute)
 
 
 @router.post(
@@ -50,12 +68,14 @@ async def create_response(body: ResponseRequest, request: Request) -> Any:
     history: list[dict[str, Any]] = []
     if body.previous_response_id:
         history = traces.conversation(body.previous_response_id.removeprefix("resp_"))
-    history += to_messages(body.input)
+    messages, origins = to_messages(body.input)
+    fields = Fields(origins, previous=len(history))
+    history += messages
     settings = state.settings
     if body.max_output_tokens is not None:
         settings = settings.model_copy(update={"agent_max_tokens": body.max_output_tokens})
     client = openai.AsyncOpenAI(
-        base_url="http://kaiyuan.internal/v1",
+        base_url="http://localhost/v1",  # a loopback name: HostCheck serves it
         api_key="internal",
         max_retries=0,
         http_client=httpx2.AsyncClient(
@@ -64,13 +84,15 @@ async def create_response(body: ResponseRequest, request: Request) -> Any:
         ),
     )
     agent = Agent(
-        client, body.model, tools, settings, traces=traces, functions=functions,
+        client, body.model, tools, settings, traces=traces if body.store else None,
+        functions=functions,
         tool_choice=_tool_choice(body.tool_choice), max_tool_calls=body.max_tool_calls,
         temperature=0.2 if body.temperature is None else body.temperature,
     )  # fmt: skip
-    run_id = traces.start(body.model, task_text(history))
+    fields.tools = tool_origins(body, [*agent.tools, *agent.functions])  # as the agent offers
+    run_id = traces.start(body.model, task_text(history)) if body.store else uuid.uuid4().hex
     created = time.time()
-    events = agent.run(history, instructions=body.instructions, run_id=run_id)
+    events = _renamed(agent.run(history, instructions=body.instructions, run_id=run_id), fields)
     if body.stream:
         return stream_events(_stream(f"resp_{run_id}", body, created, events, client))
     items = Items()
@@ -87,6 +109,17 @@ async def create_response(body: ResponseRequest, request: Request) -> Any:
     finally:
         await client.close()
     return response_object(f"resp_{run_id}", body, created, items.items, answer)
+
+
+async def _renamed(events: AsyncIterator[Any], fields: Fields) -> AsyncIterator[Any]:
+    """The run's events; an error it raises names the request's fields (``input[0]``), not
+    those of the chat requests the agent made from it (``messages[1]``)."""
+    try:
+        async for event in events:
+            yield event
+    except KaiyuanError as exc:
+        fields.rename(exc)
+        raise
 
 
 def _tool_choice(choice: Any) -> str | dict[str, Any]:
