@@ -110,12 +110,12 @@ async def _encode(engine: Engine, prompt: Prompt, settings: Settings) -> tuple[l
 def _grammar(body: ChatCompletionRequest, prompt: Prompt) -> str | None:
     choice = body.effective_tool_choice()
     if body.tools and (choice == "required" or isinstance(choice, NamedToolChoice)):
-        tools = body.tools
-        if isinstance(choice, NamedToolChoice):
-            tools = [t for t in tools if t.function.name == choice.function.name]
-        for i, tool in enumerate(tools):
+        named = choice.function.name if isinstance(choice, NamedToolChoice) else None
+        indexed = [(i, t) for i, t in enumerate(body.tools) if named in (None, t.function.name)]
+        for i, tool in indexed:  # i: the index in the request, for the error's param
             if tool.function.parameters is not None:
                 grammar.check_schema(tool.function.parameters, f"tools[{i}].function.parameters")
+        tools = [t for _, t in indexed]
         return grammar.for_calls(
             parser_class(prompt.parser).syntax,
             [(t.function.name, t.function.parameters or {"type": "object"}) for t in tools],
