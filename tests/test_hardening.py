@@ -475,3 +475,24 @@ def test_host_check_can_be_opened_with_a_star(tmp_path: Path) -> None:
     with serve_app(app) as url:
         response = httpx.get(url + "/v1/models", headers={"host": "any.example"})
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize("host", ["x/?", "x/#", "127.0.0.1/..", "unknown"])
+def test_odd_host_headers_are_refused_before_routing(fake_url: str, host: str) -> None:
+    """T2: the decision is made on the Host header as sent, never on a URL rebuilt from it."""
+    response = httpx.get(fake_url + "/v1/models", headers={"host": host})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "host_not_allowed"
+
+
+def test_no_cors_allow_header_for_another_origin(fake_url: str) -> None:
+    """T24: a page on another origin gets no CORS grant (nothing is listed by default)."""
+    origin = {"origin": "https://attacker.example"}
+    for response in (
+        httpx.get(fake_url + "/v1/models", headers=origin),
+        httpx.options(
+            fake_url + "/v1/chat/completions",
+            headers={**origin, "access-control-request-method": "POST"},
+        ),
+    ):
+        assert "access-control-allow-origin" not in response.headers
