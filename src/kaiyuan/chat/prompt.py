@@ -3,6 +3,12 @@
 Tools, assistant tool calls and tool results go through the template when it knows tools
 (Qwen, DeepSeek, Llama 3.1+). A template that does not (SmolLM2's ChatML) gets kaiyuan's default
 tool prompt in Hermes syntax, with calls and results written into the turns as Qwen writes them.
+
+Every string from the client (contents, text parts, names, ids, tool calls and their arguments,
+tool results, tool definitions) is guarded before the template sees it: the model's control
+texts in it (``<|im_start|>``...) and the vision marker are written as guards, which
+``Engine.encode`` tokenizes as plain text (T25, see ``engines.base.guard_text``). Only what the
+template itself writes becomes control tokens.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import Any
 from kaiyuan.chat.images import ImageRef
 from kaiyuan.chat.template import ChatTemplate
 from kaiyuan.chat.toolcalls import TemplateTools, parser_class, traits
-from kaiyuan.engines.base import ModelInfo, max_prompt_chars
+from kaiyuan.engines.base import ModelInfo, guard_text, max_prompt_chars
 from kaiyuan.errors import InvalidRequest
 from kaiyuan.protocol.openai import ChatCompletionRequest, ChatMessage, ImagePart, TextPart
 
@@ -49,14 +55,16 @@ def build(info: ModelInfo, body: ChatCompletionRequest, *, parser: str | None = 
     chosen = parser or found.parser
     use_tools = bool(body.tools) and body.effective_tool_choice() != "none"
     images: list[ImageRef] = []
-    messages = [_message(i, m, info, found, images) for i, m in enumerate(body.messages)]
+    guard = _Guard(info)
+    messages = [_message(i, m, info, found, images, guard) for i, m in enumerate(body.messages)]
     if not found.renders_calls:
         messages = _merge_tool_results(messages)
     extra: dict[str, Any] = {}
+    tools = guard.tree([t.model_dump(exclude_none=True) for t in body.tools or []])
     if use_tools and found.renders_tools:
-        extra["tools"] = [t.model_dump(exclude_none=True) for t in body.tools or []]
+        extra["tools"] = tools
     elif use_tools:
-        messages = _with_default_tool_prompt(messages, body, parser_class(chosen).example)
+        messages = _with_default_tool_prompt(messages, tools, parser_class(chosen).example)
     if body.chat_template_kwargs and body.chat_template_kwargs.enable_thinking is not None:
         extra["enable_thinking"] = body.chat_template_kwargs.enable_thinking
     template = ChatTemplate(info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token)
@@ -70,25 +78,54 @@ def build(info: ModelInfo, body: ChatCompletionRequest, *, parser: str | None = 
     )
 
 
+class _Guard:
+    """Client strings -> the same with the model's control texts written as guards."""
+
+    def __init__(self, info: ModelInfo) -> None:
+        marker = (info.image_placeholder,) if info.image_placeholder else ()
+        self.texts = (*info.control_texts, *marker)
+
+    def __call__(self, text: str) -> str:
+        return guard_text(text, self.texts)
+
+    def tree(self, value: Any) -> Any:
+        """Every string in JSON-like data, keys included."""
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, dict):
+            return {self.tree(k): self.tree(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.tree(v) for v in value]
+        return value
+
+
 def _message(
-    index: int, message: ChatMessage, info: ModelInfo, found: TemplateTools, images: list[ImageRef]
+    index: int,
+    message: ChatMessage,
+    info: ModelInfo,
+    found: TemplateTools,
+    images: list[ImageRef],
+    guard: _Guard,
 ) -> dict[str, Any]:
-    content = _content(index, message, info, images)
+    content = _content(index, message, info, images, guard)
     role = "system" if message.role == "developer" else message.role
     out: dict[str, Any] = {"role": role, "content": content}
     if message.name:
-        out["name"] = message.name
+        out["name"] = guard(message.name)
     if message.tool_calls:
         calls = [
-            {"name": c.function.name, "arguments": _arguments(c.function.arguments)}
+            {
+                "name": guard(c.function.name),
+                "arguments": guard.tree(_arguments(c.function.arguments)),
+            }
             for c in message.tool_calls
         ]
         if found.renders_calls:
             if found.arguments_as_text:  # DeepSeek's templates join arguments as text
                 for call, c in zip(calls, message.tool_calls, strict=True):
-                    call["arguments"] = c.function.arguments
+                    call["arguments"] = guard(c.function.arguments)
             out["tool_calls"] = [
-                {"id": c.id, "type": "function", "function": call}
+                {"id": guard(c.id), "type": "function", "function": call}
                 for c, call in zip(message.tool_calls, calls, strict=True)
             ]
             if message.content is None:
@@ -100,19 +137,19 @@ def _message(
             )
             out["content"] = f"{content}\n{written}" if content else written
     if message.role == "tool":
-        out["tool_call_id"] = message.tool_call_id
+        out["tool_call_id"] = guard(message.tool_call_id or "")
     return out
 
 
 def _content(
-    index: int, message: ChatMessage, info: ModelInfo, images: list[ImageRef]
+    index: int, message: ChatMessage, info: ModelInfo, images: list[ImageRef], guard: _Guard
 ) -> str | list[dict[str, Any]]:
     """Text, or for a vision model with images, the parts as HF templates take them:
     ``{"type": "image"}`` where each image goes (the template writes the model's markers), or
     the engine's own placeholder text (llama.cpp's mtmd marker)."""
     content = message.content
     if not isinstance(content, list):
-        return content or ""
+        return guard(content or "")
     first = next((j for j, p in enumerate(content) if isinstance(p, ImagePart)), None)
     if first is not None and "vision" not in info.capabilities:
         raise InvalidRequest(
@@ -121,7 +158,7 @@ def _content(
             param=f"messages[{index}].content[{first}]",
         )
     if first is None:
-        return "\n".join(part.text for part in content if isinstance(part, TextPart))
+        return guard("\n".join(part.text for part in content if isinstance(part, TextPart)))
     parts: list[dict[str, Any]] = []
     for j, part in enumerate(content):
         if isinstance(part, ImagePart):
@@ -129,7 +166,7 @@ def _content(
             marker = info.image_placeholder
             parts.append({"type": "image"} if marker is None else {"type": "text", "text": marker})
         else:
-            parts.append({"type": "text", "text": part.text})
+            parts.append({"type": "text", "text": guard(part.text)})
     return parts
 
 
@@ -160,11 +197,10 @@ def _merge_tool_results(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _with_default_tool_prompt(
-    messages: list[dict[str, Any]], body: ChatCompletionRequest, example: str
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]], example: str
 ) -> list[dict[str, Any]]:
-    listing = "\n".join(
-        json.dumps(t.model_dump(exclude_none=True), ensure_ascii=False) for t in body.tools or []
-    )
+    """``tools`` already guarded; the example is kaiyuan's (the family's own markers)."""
+    listing = "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)
     prompt = DEFAULT_TOOL_PROMPT.format(tools=listing, example=example)
     if messages and messages[0]["role"] == "system":
         first = dict(messages[0])

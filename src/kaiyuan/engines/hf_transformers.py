@@ -71,6 +71,9 @@ class TransformersEngine(Engine):
         config = AutoConfig.from_pretrained(str(path), **local)
         vision = getattr(config, "vision_config", None) is not None
         self._tok: Any = AutoTokenizer.from_pretrained(str(path), **local)
+        # transformers applies split_special_tokens by setting a flag on the shared backend
+        # tokenizer: calls that differ in it must not interleave (encode runs in many threads).
+        self._tok_lock = threading.Lock()
         # The image processor resizes by the model's own rules (Qwen-VL: pixel bounds, sides
         # multiples of patch x merge). transformers' combined processor class is not used: it
         # demands torchvision (for video), which has no CPU wheel on PyPI.
@@ -115,6 +118,7 @@ class TransformersEngine(Engine):
             capabilities=capabilities + (("vision",) if vision else ()),
             created=created,
             owned_by=owned_by,
+            control_texts=self._control_texts(),
         )
         self._admission = Admission(1 + max_queue)
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
@@ -134,6 +138,14 @@ class TransformersEngine(Engine):
     def _pad_token(self) -> int | None:
         pad = self._tok.pad_token_id
         return int(pad) if pad is not None else min(self._ends, default=None)
+
+    def _control_texts(self) -> tuple[str, ...]:
+        """The special tokens' texts: what the tokenizer reads as tokens only when it parses
+        special tokens (added tokens that are not special, like <think>, it reads anywhere)."""
+        added = getattr(self._tok, "added_tokens_decoder", {}) or {}
+        texts = {str(t.content) for t in added.values() if getattr(t, "special", False)}
+        texts.update(str(t) for t in getattr(self._tok, "all_special_tokens", []) or [])
+        return tuple(sorted(t for t in texts if t))
 
     def _chat_template(self) -> str | None:
         template = getattr(self._tok, "chat_template", None)
@@ -162,17 +174,25 @@ class TransformersEngine(Engine):
         return not self._dead and self._worker.is_alive()
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
-        ids: list[int] = self._tok(text, add_special_tokens=False)["input_ids"]
+        with self._tok_lock:
+            ids: list[int] = self._tok(text, add_special_tokens=False)["input_ids"]
         bos = self._tok.bos_token_id
         wants_bos = add_special and bos is not None and getattr(self._tok, "add_bos_token", False)
         if wants_bos and (not ids or ids[0] != bos):
             ids = [bos, *ids]
         return ids
 
+    def tokenize_plain(self, text: str) -> list[int]:
+        with self._tok_lock:
+            ids: list[int] = self._tok(text, add_special_tokens=False, split_special_tokens=True)[
+                "input_ids"
+            ]
+        return ids
+
     def encode(self, text: str, images: Sequence[Any]) -> tuple[list[int], Any]:
         if not images or self._images is None:
             return super().encode(text, images)  # text, or the 400 naming capabilities
-        ids = self.tokenize(text)
+        ids = self.encode_text(text)  # a client's <|image_pad|> is plain text: never an image
         marker = self._image_token
         if ids.count(marker) != len(images):
             raise InvalidRequest(

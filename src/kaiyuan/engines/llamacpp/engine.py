@@ -96,6 +96,7 @@ class LlamaCppEngine(Engine):
             created=created,
             owned_by=owned_by,
             image_placeholder=self._projector.marker if self._projector else None,
+            control_texts=self._control_texts(),
         )
         self.scheduler = Scheduler(
             ctx=self._ctx.ctx,
@@ -124,14 +125,18 @@ class LlamaCppEngine(Engine):
         add_bos = add_special and self._model.add_bos_token()
         tokens: list[int] = self._model.tokenize(text.encode(), add_bos=add_bos, special=True)
         bos = self._model.token_bos()
-        if len(tokens) >= 2 and tokens[0] == tokens[1] == bos:
-            tokens = tokens[1:]  # the template already wrote BOS
+        if add_special and len(tokens) >= 2 and tokens[0] == tokens[1] == bos:
+            tokens = tokens[1:]  # the template already wrote BOS (a prompt's start only)
+        return tokens
+
+    def tokenize_plain(self, text: str) -> list[int]:
+        tokens: list[int] = self._model.tokenize(text.encode(), add_bos=False, special=False)
         return tokens
 
     def encode(self, text: str, images: Sequence[Any]) -> tuple[list[int], Any]:
         if not images or self._projector is None:
             return super().encode(text, images)  # text, or the 400 naming capabilities
-        prompt = self._projector.tokenize(text, images)
+        prompt = self._projector.tokenize(text, images)  # guarded text as plain text there too
         return prompt.tokens, prompt
 
     def generate(self, prompt: list[int], params: SamplingParams, media: Any = None) -> EventStream:
@@ -165,6 +170,18 @@ class LlamaCppEngine(Engine):
             raise
         finally:
             self._dead = True
+
+    def _control_texts(self) -> tuple[str, ...]:
+        """The texts llama.cpp reads as tokens only when it parses special tokens (control and
+        unknown tokens; user-defined ones, like <think>, it reads in any text)."""
+        vocab = self._model.vocab
+        special = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+        texts = {
+            self._model.token_get_text(token)
+            for token in range(self._model.n_vocab())
+            if llama_cpp.llama_vocab_get_attr(vocab, token) & special
+        }
+        return tuple(sorted(t for t in texts if t))
 
     def _token_text(self, token: int) -> str:
         if token < 0:

@@ -3,9 +3,10 @@ through llama.cpp's libmtmd, as llama-server does it.
 
 The chat template sees each image as mtmd's media marker (``ModelInfo.image_placeholder``);
 ``Projector.tokenize`` turns the prompt text and the decoded images into mtmd chunks (the
-model's own image preprocessing and resizing happen there) and ``MediaPrompt.evaluate`` reads
-them into one slot's sequence, text and image embeddings alike. The scheduler does that when
-the request starts, then the slot generates in the shared batch like any other.
+model's own image preprocessing and resizing happen there; guarded client text, T25, is read as
+plain text) and ``MediaPrompt.evaluate`` reads them into one slot's sequence, text and image
+embeddings alike. The scheduler does that when the request starts, then the slot generates in
+the shared batch like any other.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import llama_cpp
 from llama_cpp import _logger as llama_logger
 from llama_cpp import mtmd_cpp
 
+from kaiyuan.engines.base import split_guarded
 from kaiyuan.errors import InvalidRequest
 from kaiyuan.store.inspect import is_projector
 
@@ -64,15 +66,23 @@ class Projector:
             buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
             bitmaps.append(mtmd_cpp.mtmd_bitmap_init(image.width, image.height, buffer))
         prompt = MediaPrompt(mtmd_cpp.mtmd_input_chunks_init(), bitmaps)
-        encoded = text.encode()
-        source = mtmd_cpp.mtmd_input_text()
-        source.text, source.text_len = encoded, len(encoded)
-        source.add_special, source.parse_special = True, True
-        array = (mtmd_cpp.mtmd_bitmap_p_ctypes * len(bitmaps))(*bitmaps)
+        # What mtmd_tokenize does with the markers, with special tokens parsed only in the
+        # template's text: each guard's text is a part of its own, read as plain text.
+        parts: list[Any] = []
+        pending = iter(bitmaps)
+        for piece, plain in split_guarded(text):
+            for k, sub in enumerate([piece] if plain else piece.split(self.marker)):
+                if k:
+                    parts.append(mtmd_cpp.mtmd_input_part(None, next(pending)))
+                if sub:
+                    encoded = sub.encode()
+                    source = mtmd_cpp.mtmd_input_text(encoded, len(encoded), False, not plain)
+                    parts.append(mtmd_cpp.mtmd_input_part(ctypes.pointer(source), None))
+        array = (ctypes.POINTER(mtmd_cpp.mtmd_input_part) * len(parts))(
+            *(ctypes.pointer(p) for p in parts)
+        )
         with self.lock:
-            rc = mtmd_cpp.mtmd_tokenize(
-                self.ctx, prompt.chunks, ctypes.byref(source), array, len(bitmaps)
-            )
+            rc = mtmd_cpp.mtmd_tokenize_from_parts(self.ctx, prompt.chunks, array, len(parts), True)
         if rc != 0:
             raise InvalidRequest(
                 f"the images could not be prepared (mtmd error {rc})", param="messages"
