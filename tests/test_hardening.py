@@ -455,6 +455,8 @@ def test_a_body_that_never_arrives_is_408(hard: KaiyuanServer) -> None:
         ("[::1]:80", True),
         ("app.localhost", True),
         ("kaiyuan.lan", True),  # listed in allowed_hosts
+        ("192.168.1.5:8000", True),  # an IP literal: no name to rebind
+        ("[fe80::1]", True),
     ],
 )
 def test_only_loopback_or_listed_host_names_are_served(

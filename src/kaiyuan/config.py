@@ -81,8 +81,8 @@ class Settings(BaseSettings):
     )
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Host names the server answers besides localhost, 127.0.0.1, [::1] and "
-        "the address it is bound to ('*' for any): a guard against DNS rebinding.",
+        description="Host names the server answers besides localhost and IP addresses ('*' "
+        "for any): a guard against DNS rebinding.",
     )
     header_timeout: float = Field(
         10.0, gt=0, description="Seconds a client has to send a request's headers."

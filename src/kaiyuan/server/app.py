@@ -58,7 +58,7 @@ def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
     # Added last, so it runs first: a request for another host name is refused unread.
-    app.add_middleware(HostCheck, allowed=[*settings.allowed_hosts, settings.host])
+    app.add_middleware(HostCheck, allowed=settings.allowed_hosts)
     return app
 
 

@@ -69,9 +69,11 @@ class BodyLimit:
 
 
 class HostCheck:
-    """Serve only requests whose ``Host`` is a loopback name, the address the server is bound
-    to, or one of ``allowed``; ``*`` in ``allowed`` turns the check off. A request without a
-    Host header (HTTP/1.0, in-process transports) is served: browsers always send one."""
+    """Serve only requests whose ``Host`` is a loopback name, an IP address, or one of
+    ``allowed``; ``*`` in ``allowed`` turns the check off. DNS rebinding needs a name the
+    attacker controls, so an IP literal (``http://192.168.1.5:8000`` on a LAN) is safe to
+    serve. A request without a Host header (HTTP/1.0, in-process transports) is served:
+    browsers always send one."""
 
     LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -85,8 +87,9 @@ class HostCheck:
             raw = dict(scope.get("headers", [])).get(b"host")
             if raw is not None and not self._served(_hostname(raw)):
                 message = (
-                    "this server answers only requests addressed to localhost or its own "
-                    "address; to reach it by another name, add the name to allowed_hosts"
+                    "this server answers only requests addressed to localhost or an IP "
+                    "address; to reach it by a name, add the name to allowed_hosts "
+                    "(--allow-host NAME)"
                 )
                 await _refuse(send, 400, message, "host_not_allowed")
                 return
@@ -96,9 +99,10 @@ class HostCheck:
         if host in self.allowed or host.endswith(".localhost"):
             return True
         try:
-            return ipaddress.ip_address(host).is_loopback
+            ipaddress.ip_address(host)
         except ValueError:
             return False
+        return True
 
 
 def _hostname(raw: bytes) -> str:
