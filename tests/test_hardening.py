@@ -498,3 +498,18 @@ def test_no_cors_allow_header_for_another_origin(fake_url: str) -> None:
         ),
     ):
         assert "access-control-allow-origin" not in response.headers
+
+
+def test_a_deep_tool_schema_with_auto_choice_is_a_400(fake_url: str) -> None:
+    """Tools are rendered into the prompt even when no call is forced: bounded first."""
+    deep = _nested_text(400)  # json.loads takes it; a recursive walk of it would not
+    body = (
+        '{"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "tools": '
+        f'[{{"type": "function", "function": {{"name": "f", "parameters": {deep}}}}}]}}'
+    )
+    response = httpx.post(
+        fake_url + "/v1/chat/completions",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+    assert_400(response, "tools[0].function.parameters", "nested more than 64 levels")

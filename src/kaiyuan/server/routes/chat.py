@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from kaiyuan.chat import grammar, images
+from kaiyuan.chat import bounds, grammar, images
 from kaiyuan.chat.output import Call, ChoiceOutput, Content, Out, Thought
 from kaiyuan.chat.prompt import Prompt, build
 from kaiyuan.chat.toolcalls import parser_class
@@ -88,6 +88,9 @@ def _prepare(
     engine: Engine, body: ChatCompletionRequest, settings: Settings
 ) -> tuple[Prompt, str | None]:
     """The rendered prompt and the output grammar (in a worker thread)."""
+    for i, tool in enumerate(body.tools or []):  # rendered into the prompt: bounded first
+        if tool.function.parameters is not None:
+            bounds.check(tool.function.parameters, f"tools[{i}].function.parameters")
     prompt = build(engine.info, body, parser=settings.tool_parsers.get(body.model))
     return prompt, _grammar(body, prompt)
 
