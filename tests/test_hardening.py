@@ -66,6 +66,12 @@ class Probe:
 
     def __enter__(self) -> Probe:
         self._thread.start()
+        # Warm up: the first probe pays for its connection and whatever the previous test
+        # left running; only probes taken during the test's own request count.
+        deadline = time.monotonic() + 30
+        while len(self.latencies) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.latencies.clear()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -73,7 +79,7 @@ class Probe:
         self._thread.join(60)
 
     def p99(self) -> float:
-        ordered = sorted(self.latencies)
+        ordered = sorted(self.latencies) or [0.0]
         return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
@@ -118,7 +124,8 @@ def test_exploding_schemas_are_a_fast_400(
         response = chat(hard, response_format=schema_format(schema))
         took = time.monotonic() - started
     assert_400(response, "response_format.json_schema.schema", words)
-    assert took < 10 and probe.p99() < HEALTH_P99
+    assert took < 10, took
+    assert probe.p99() < HEALTH_P99, probe.latencies
     assert chat(hard).status_code == 200  # still serving
 
 
