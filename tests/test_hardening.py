@@ -12,7 +12,7 @@ import socket
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from kaiyuan.errors import InvalidRequest, TemplateError
 from kaiyuan.server import create_app
 from tests.conftest import MODEL
 from tests.fakes import ScriptedEngine
-from tests.harness import KaiyuanServer, serve_app
+from tests.harness import KaiyuanServer, serve_app, wait_for
 
 HEADER_TIMEOUT = 2.0
 PER_CLIENT = 16
@@ -405,27 +405,18 @@ def _closed(sock: socket.socket) -> bool:
         return True
 
 
-def _wait(condition: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
-
-
 @pytest.mark.slow
 def test_slow_clients_are_dropped_and_others_still_served(hard: KaiyuanServer) -> None:
     sockets = [_slow_client(hard.port) for _ in range(300)]
     try:
         # Past the per-address cap, connections are cut at once...
-        assert _wait(lambda: sum(map(_closed, sockets)) >= 300 - PER_CLIENT, 5)
+        assert wait_for(lambda: sum(map(_closed, sockets)) >= 300 - PER_CLIENT, 5)
         # ...and another client (from 127.0.0.2, loopback too) is served meanwhile.
         transport = httpx.HTTPTransport(local_address="127.0.0.2")
         with httpx.Client(transport=transport, timeout=10) as other:
             assert other.get(hard.url + "/health").status_code == 200
         # ...and the rest go when the header deadline passes.
-        assert _wait(lambda: all(map(_closed, sockets)), HEADER_TIMEOUT + 3)
+        assert wait_for(lambda: all(map(_closed, sockets)), HEADER_TIMEOUT + 3)
     finally:
         for sock in sockets:
             sock.close()

@@ -27,7 +27,7 @@ from kaiyuan.errors import TemplateError
 from kaiyuan.server import create_app
 from tests.conftest import MODEL
 from tests.fakes import CHATML, Reply, ScriptedEngine
-from tests.harness import KaiyuanServer, serve_app
+from tests.harness import KaiyuanServer, serve_app, wait_for
 
 CONTEXT = 512
 SSTI = "{{ cycler.__init__.__globals__.os.popen('id').read() }}"
@@ -144,15 +144,6 @@ def _length(data: bytes) -> int:
         if name.strip().lower() == b"content-length":
             return int(value)
     return 1 << 62
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 # --- T4: context boundaries -----------------------------------------------------------------------

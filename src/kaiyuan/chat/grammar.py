@@ -114,12 +114,12 @@ def _converter() -> Any:
 def _bounded_converter_class() -> type:
     """llama-cpp-python's converter, but counted repetition (string lengths, array sizes) as
     ``x{m,n}`` instead of m..n nested optional groups, and enums as a prefix tree of rules."""
-    from llama_cpp.llama_grammar import SchemaConverter
+    from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
 
     class Bounded(SchemaConverter):
         def visit(self, schema: dict[str, Any], name: str) -> str:
             kind = schema.get("type")
-            rule_name = name + "-" if name in _RESERVED else name or "root"
+            rule_name = name + "-" if name in RESERVED_NAMES else name or "root"
             plain = not any(k in schema for k in ("$ref", "oneOf", "anyOf", "const"))
             if plain and not isinstance(kind, list) and "enum" in schema:
                 return _enum_tree(self, [json.dumps(v) for v in schema["enum"]], rule_name)
@@ -146,9 +146,6 @@ def _bounded_converter_class() -> type:
             return str(super().visit(schema, name))
 
     return Bounded
-
-
-_RESERVED = {"root", "dot"}  # as the converter's RESERVED_NAMES, plus its primitives below
 
 
 def _primitive(name: str) -> Any:

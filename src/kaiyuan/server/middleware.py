@@ -75,11 +75,9 @@ class HostCheck:
     serve. A request without a Host header (HTTP/1.0, in-process transports) is served:
     browsers always send one."""
 
-    LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
-
     def __init__(self, app: ASGIApp, *, allowed: Iterable[str] = ()) -> None:
         self.app = app
-        self.allowed = self.LOOPBACK | {_hostname(h.encode()) for h in allowed}
+        self.allowed = {"localhost"} | {_hostname(h.encode()) for h in allowed}
         self.any = "*" in self.allowed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
