@@ -712,7 +712,7 @@ def run_cli(
         "KAIYUAN_HOME": str(home),
         "KAIYUAN_HF_ENDPOINT": endpoint,
         "KAIYUAN_MS_ENDPOINT": endpoint,
-        "KAIYUAN_HUB_TIMEOUT": "5",
+        "KAIYUAN_HUB_TIMEOUT": "30",  # a busy CI machine must not read as offline
         "MODELSCOPE_HOME": str(tmp_path / "sdk" / "ms-home"),
         "MODELSCOPE_CACHE": str(tmp_path / "sdk" / "ms-cache"),
         "HF_HOME": str(tmp_path / "sdk" / "hf-home"),

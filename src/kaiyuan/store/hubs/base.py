@@ -56,11 +56,23 @@ class Hub(abc.ABC):
     ) -> Path:
         """Fetch ``file`` to ``folder/file.path``, resuming what an earlier call left."""
 
-    def unreachable(self) -> HubUnreachable:
+    def unreachable(self, cause: BaseException | None = None) -> HubUnreachable:
+        why = f" ({describe(cause)})" if cause is not None else ""
         return HubUnreachable(
-            f"cannot reach {self.name} at {self.endpoint} (offline?); to add a model you "
+            f"cannot reach {self.name} at {self.endpoint}{why}; to add a model you "
             "already have, use `kaiyuan import PATH --name ID`"
         )
+
+
+def describe(cause: BaseException) -> str:
+    """One short phrase for why a hub could not be reached: the error's class and first line."""
+    response = getattr(cause, "response", None)
+    status = getattr(response, "status_code", None)
+    if isinstance(status, int):
+        return f"it answered HTTP {status}"
+    text = str(cause).strip()
+    first = text.splitlines()[0][:120] if text else ""
+    return f"offline? {type(cause).__name__}{': ' + first if first else ''}"
 
 
 def resumable_get(

@@ -46,11 +46,11 @@ class HuggingFace(Hub):
             raise ModelNotFound(
                 f"repository '{repo}' not found on Hugging Face", param="model"
             ) from None
-        except (httpx2.TransportError, httpx.TransportError, OSError):
-            raise self.unreachable() from None
+        except (httpx2.TransportError, httpx.TransportError, OSError) as exc:
+            raise self.unreachable(exc) from None
         except HfHubHTTPError as exc:
             if exc.response is not None and exc.response.status_code >= 500:
-                raise self.unreachable() from None
+                raise self.unreachable(exc) from None
             raise
         files = tuple(
             HubFile(
@@ -90,11 +90,11 @@ class HuggingFace(Hub):
                 timeout=self.timeout,
                 progress=progress,
             )
-        except (httpx2.TransportError, httpx.TransportError):
-            raise self.unreachable() from None
+        except (httpx2.TransportError, httpx.TransportError) as exc:
+            raise self.unreachable(exc) from None
         except httpx.HTTPStatusError as exc:
             if exc.response.status_code == 404:
                 raise ModelNotFound(
                     f"'{file.path}' is missing from '{repo}'", param="model"
                 ) from None
-            raise self.unreachable() from None
+            raise self.unreachable(exc) from None

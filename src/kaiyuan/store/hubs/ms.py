@@ -49,8 +49,8 @@ class ModelScope(Hub):
             raise ModelNotFound(
                 f"repository '{repo}' not found on ModelScope", param="model"
             ) from None
-        except (NetworkError, ConnectionError, OSError):
-            raise self.unreachable() from None
+        except (NetworkError, ConnectionError, OSError) as exc:
+            raise self.unreachable(exc) from None
         files = tuple(
             HubFile(
                 path=str(e["Path"]), size=int(e.get("Size") or 0), sha256=e.get("Sha256") or None
@@ -99,8 +99,8 @@ class ModelScope(Hub):
                 f"'{file.path}' from '{repo}' failed ModelScope's integrity check; the bad "
                 "download was discarded, run the command again"
             ) from None
-        except (NetworkError, ConnectionError, requests.ConnectionError):
-            raise self.unreachable() from None
+        except (NetworkError, ConnectionError, requests.ConnectionError) as exc:
+            raise self.unreachable(exc) from None
         except (requests.HTTPError, HubError):
             raise ModelNotFound(
                 f"'{file.path}' could not be fetched from '{repo}' on ModelScope", param="model"
