@@ -15,8 +15,8 @@ bytes while all metadata keeps the true sha256/size), ``cut_after`` ({path: n}: 
 that file sends n body bytes then drops the connection, once), ``delay`` (seconds before every
 answer), ``ms_linked_etag`` (send ``X-Linked-ETag: <sha256>`` on ModelScope LFS downloads, as
 the ModelScope CDN does). Paths are ``"<org>/<repo>/<file>"`` or a bare repo-relative file path
-(matches any repo). ``requests`` logs every request as ``Request(method, path, range)``; ``path``
-includes the query string.
+(matches any repo). ``requests`` logs every request as ``Request(method, path, range,
+authorization)``; ``path`` includes the query string.
 
 Wire formats served
 ===================
@@ -167,6 +167,7 @@ class Request(NamedTuple):
     method: str
     path: str  # URL-decoded path, plus "?<query>" when there is a query string
     range: str | None  # the Range header, if any
+    authorization: str | None = None  # the Authorization header (a token the client sent)
 
 
 @dataclass(frozen=True)
@@ -398,7 +399,9 @@ class HubServer:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         logged = unquote(raw) + (f"?{query}" if query else "")
         with self._lock:
-            self.requests.append(Request(method, logged, headers.get("range")))
+            self.requests.append(
+                Request(method, logged, headers.get("range"), headers.get("authorization"))
+            )
         body = b""
         if method == "POST":
             more = True

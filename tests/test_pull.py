@@ -27,7 +27,8 @@ import pytest
 
 from kaiyuan.config import Settings
 from kaiyuan.errors import InvalidRequest, ModelNotFound
-from kaiyuan.store import bundled
+from kaiyuan.store import bundled, catalog
+from kaiyuan.store.catalog import CatalogModel
 from kaiyuan.store.hubs.base import DigestMismatch, HubUnreachable
 from kaiyuan.store.inspect import PICKLE_SUFFIXES, InvalidModel, manifest_digest
 from kaiyuan.store.pull import NotEnoughSpace, pull
@@ -60,6 +61,13 @@ Q8_PATH = f"{TINY_GGUF}/{Q8}"
 MULTI_GGUF = "TheOrg/multi-GGUF"  # Q3_K_M < Q5_K_M < Q8_0, and no Q4_K_M
 BOTH_WEIGHTS = "TheOrg/both-weights"  # model.safetensors AND a pytorch_model.bin pickle
 OFFLINE = "http://127.0.0.1:1"
+# Catalogue repos (src/kaiyuan/store/catalog.toml), served by the stand-in with tiny files.
+QWEN05_REPO = "Qwen/Qwen2.5-0.5B-Instruct-GGUF"  # qwen2.5-0.5b-instruct
+QWEN3_8B_REPO = "unsloth/Qwen3-8B-GGUF"  # qwen3-8b
+R1_7B_REPO = "unsloth/DeepSeek-R1-Distill-Qwen-7B-GGUF"  # deepseek-r1-distill-qwen-7b
+WAN_REPO = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"  # wan2.1-t2v-1.3b
+GIB = 2**30
+TOKEN = "hf_kaiyuanTestToken0123456789"
 KAIYUAN = Path(sys.executable).with_name("kaiyuan")
 
 
@@ -81,6 +89,15 @@ def hub_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_tiny_hf_model(both)
     (both / "pytorch_model.bin").write_bytes(pickle.dumps({"w": [0.0] * 8}, protocol=2))
     write_readme(both, {"license": "mit"})
+    for repo, stem in (
+        (QWEN05_REPO, "qwen2.5-0.5b-instruct-{}.gguf"),
+        (QWEN3_8B_REPO, "Qwen3-8B-{}.gguf"),
+        (R1_7B_REPO, "DeepSeek-R1-Distill-Qwen-7B-{}.gguf"),
+    ):
+        for label, n_vocab in (("Q4_K_M", 32), ("Q8_0", 64)):
+            name = stem.format(label.lower() if stem.islower() else label)
+            write_tiny_gguf(root / repo / name, file_type=label, n_vocab=n_vocab)
+    shutil.copytree(root / TINY_DIFFUSERS, root / WAN_REPO)
     return root
 
 
@@ -148,6 +165,11 @@ def _sdk_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import modelscope_hub.config
 
     for name in ("MODELSCOPE_ENDPOINT", "MODELSCOPE_DOMAIN", "MODELSCOPE_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    # The user's Hugging Face variables (and the engines', which set HF_HUB_OFFLINE in-process
+    # when a test before this one loaded a model) must not steer these pulls.
+    for name in ("HF_ENDPOINT", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE",
+                 "TRANSFORMERS_OFFLINE", "KAIYUAN_HF_TOKEN", "KAIYUAN_HF_HUB_OFFLINE"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("KAIYUAN_MEMORY_BUDGET", raising=False)
     monkeypatch.setenv("MODELSCOPE_HOME", str(tmp_path / "sdk" / "ms-home"))
@@ -775,3 +797,287 @@ def test_cli_bad_name_prints_one_error_line(
     assert "Traceback" not in result.stderr
     assert hub.requests == []
     assert not (tmp_path / "evil").exists() and not (home / "evil").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# pulling by name: catalogue ids and Ollama-style family:size
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "model_id", "repo"),
+    [
+        ("qwen2.5-0.5b-instruct", "qwen2.5-0.5b-instruct", QWEN05_REPO),
+        ("qwen2.5:0.5b", "qwen2.5-0.5b-instruct", QWEN05_REPO),
+        ("qwen3:8b", "qwen3-8b", QWEN3_8B_REPO),
+        ("deepseek-r1:7b", "deepseek-r1-distill-qwen-7b", R1_7B_REPO),
+    ],
+)
+def test_catalogue_names_pull_the_catalogue_repo(
+    name: str, model_id: str, repo: str, hub: HubServer, home: Path
+) -> None:
+    record = pull(name, settings=settings_for(home, hub.url), memory=16 * GIB)
+
+    assert record.id == model_id  # installed under its catalogue id, ready for `-m model_id`
+    assert record.source == f"hf:{repo}@{hub.commit(repo)}"
+    # The catalogue's quantisation for 16 GiB is Q8_0 for all three, where pull's own rule
+    # for a bare repo would take Q4_K_M.
+    assert record.quantisation == "Q8_0"
+    fetched = [r.path.rsplit("/", 1)[-1] for r in file_gets(hub)]
+    assert len(fetched) == 1 and "q8_0" in fetched[0].lower(), fetched
+    assert record.publisher == catalog.by_id(model_id).publisher  # type: ignore[union-attr]
+    assert installed(home) == {model_id}
+
+
+@pytest.mark.parametrize(("gib", "quant"), [(8, "Q4_K_M"), (16, "Q8_0")])
+def test_the_quantisation_follows_this_machines_memory(
+    gib: int, quant: str, hub: HubServer, home: Path
+) -> None:
+    entry = catalog.by_id("qwen3-8b")
+    assert entry is not None and entry.quant_for(gib * GIB) == quant
+
+    record = pull("qwen3:8b", settings=settings_for(home, hub.url), memory=gib * GIB)
+
+    assert record.quantisation == quant
+    assert len(hub.file_requests(f"{QWEN3_8B_REPO}/Qwen3-8B-{quant}.gguf")) == 1
+
+
+def test_a_quantisation_named_after_the_model_wins(hub: HubServer, home: Path) -> None:
+    settings = settings_for(home, hub.url)
+    record = pull("qwen3-8b:Q4_K_M", settings=settings, memory=64 * GIB)
+    assert (record.id, record.quantisation) == ("qwen3-8b", "Q4_K_M")
+
+    record = pull("qwen2.5:0.5b-instruct-q4_K_M", settings=settings, name="ollama-tag")
+    assert record.quantisation == "Q4_K_M"
+
+
+def test_hub_ms_pulls_a_catalogue_model_from_modelscope(hub: HubServer, home: Path) -> None:
+    record = pull("qwen2.5:0.5b", settings=settings_for(home, hub.url), hub_scheme="ms")
+
+    assert record.source == f"ms:{QWEN05_REPO}@{hub.commit(QWEN05_REPO)}"
+    assert all("FilePath=" in r.path for r in file_gets(hub))  # ModelScope's wire format
+
+
+def test_a_model_only_on_modelscope_comes_from_modelscope(
+    hub: HubServer, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ms_only = CatalogModel(
+        id="tiny-ms-only", family="tiny", title="Tiny", publisher="The Org", origin="CN",
+        licence="Apache-2.0", capabilities=("chat",), format="gguf", params_b=0.001,
+        ms=TINY_GGUF, gguf_sizes={"Q4_K_M": 0.001, "Q8_0": 0.002},
+    )  # fmt: skip
+    real = catalog.models()
+    monkeypatch.setattr(catalog, "models", lambda: (*real, ms_only))
+    settings = settings_for(home, hub.url)
+
+    record = pull("tiny-ms-only", settings=settings)
+    assert record.source.startswith(f"ms:{TINY_GGUF}@")
+    assert (record.publisher, record.origin) == ("The Org", "CN")
+
+    hub.clear_log()
+    with pytest.raises(InvalidRequest) as caught:
+        pull("tiny-ms-only", settings=settings, hub_scheme="hf", name="again")
+    assert "no Hugging Face repo for 'tiny-ms-only'" in caught.value.message
+    assert hub.requests == []
+
+
+def test_unknown_names_get_close_catalogue_ids(hub: HubServer, home: Path) -> None:
+    settings = settings_for(home, hub.url)
+    with pytest.raises(InvalidRequest) as caught:
+        pull("qwen2.5-0.5b-instruc", settings=settings)
+    message = caught.value.message
+    assert message.startswith("unknown model 'qwen2.5-0.5b-instruc'; did you mean ")
+    assert "qwen2.5-0.5b-instruct" in message.split("?")[0]
+    assert "hf:ORG/REPO" in message  # what names look like
+
+    with pytest.raises(InvalidRequest) as caught:
+        pull("qwen3:9b", settings=settings)
+    assert "qwen3:8b" in caught.value.message and "qwen3:14b" in caught.value.message
+
+    with pytest.raises(InvalidRequest) as caught:
+        pull("qwen3", settings=settings)
+    assert "model family" in caught.value.message and "qwen3:0.6b" in caught.value.message
+
+    assert hub.requests == []  # a bad name never reaches the hub
+    assert_clean_failure(home)
+
+
+def test_pulling_an_installed_name_again_asks_nothing_of_the_hub(
+    hub: HubServer, home: Path
+) -> None:
+    settings = settings_for(home, hub.url)
+    pull("qwen2.5:0.5b", settings=settings)
+    hub.clear_log()
+
+    with pytest.raises(InvalidRequest) as caught:
+        pull("qwen2.5-0.5b-instruct", settings=settings)
+
+    assert "'qwen2.5-0.5b-instruct' already exists" in caught.value.message
+    assert hub.requests == []
+
+
+def test_a_diffusers_pipeline_by_name_is_installed_under_its_id(hub: HubServer, home: Path) -> None:
+    record = pull("wan2.1-t2v-1.3b", settings=settings_for(home, hub.url))
+    assert (record.id, record.format) == ("wan2.1-t2v-1.3b", "diffusers")
+    assert record.source.startswith(f"hf:{WAN_REPO}@")
+
+
+def test_an_unreachable_hub_suggests_the_other_hub_for_a_name(home: Path) -> None:
+    with pytest.raises(HubUnreachable) as caught:
+        pull("qwen2.5:0.5b", settings=settings_for(home, OFFLINE))
+    message = caught.value.message
+    assert message.startswith(f"cannot reach Hugging Face at {OFFLINE}")
+    assert "`kaiyuan pull qwen2.5:0.5b --hub ms`" in message
+    assert "HF_ENDPOINT" in message and "kaiyuan import" in message
+
+
+# --------------------------------------------------------------------------------------------
+# the hubs' own environment variables
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hub_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in (
+        "KAIYUAN_HF_ENDPOINT", "HF_ENDPOINT", "KAIYUAN_MS_ENDPOINT", "KAIYUAN_HF_TOKEN",
+        "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "KAIYUAN_HF_HUB_OFFLINE", "HF_HUB_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+    ):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_hf_endpoint_is_read_after_kaiyuans_own_variable(hub_env: pytest.MonkeyPatch) -> None:
+    assert Settings().hf_endpoint == "https://huggingface.co"
+    hub_env.setenv("HF_ENDPOINT", "https://hf-mirror.example")
+    assert Settings().hf_endpoint == "https://hf-mirror.example"
+    hub_env.setenv("KAIYUAN_HF_ENDPOINT", "http://127.0.0.1:9")
+    assert Settings().hf_endpoint == "http://127.0.0.1:9"
+    assert Settings(hf_endpoint="http://flag").hf_endpoint == "http://flag"  # a flag wins
+
+
+def test_modelscope_endpoint_variables(hub_env: pytest.MonkeyPatch) -> None:
+    assert Settings().ms_endpoint == "https://www.modelscope.cn"
+    hub_env.setenv("MODELSCOPE_DOMAIN", "www.modelscope.ai")  # deprecated, a bare host
+    assert Settings().ms_endpoint == "https://www.modelscope.ai"
+    hub_env.setenv("MODELSCOPE_ENDPOINT", "http://ms.example")
+    assert Settings().ms_endpoint == "http://ms.example"
+    hub_env.setenv("KAIYUAN_MS_ENDPOINT", "http://127.0.0.1:9")
+    assert Settings().ms_endpoint == "http://127.0.0.1:9"
+
+
+@pytest.mark.parametrize(
+    ("value", "offline"),
+    [("1", True), ("true", True), ("ON", True), ("0", False), ("", False), ("no", False)],
+)
+def test_hf_hub_offline_reads_as_huggingface_hub_does(
+    value: str, offline: bool, hub_env: pytest.MonkeyPatch
+) -> None:
+    hub_env.setenv("HF_HUB_OFFLINE", value)
+    assert Settings().hf_hub_offline is offline
+
+
+def test_hf_hub_offline_fails_a_hugging_face_pull_at_once(
+    hub: HubServer, home: Path, hub_env: pytest.MonkeyPatch
+) -> None:
+    hub_env.setenv("HF_HUB_OFFLINE", "1")
+    settings = settings_for(home, hub.url)
+    for ref in (f"hf:{TINY_GGUF}", "qwen2.5:0.5b"):
+        with pytest.raises(HubUnreachable) as caught:
+            pull(ref, settings=settings)
+        assert caught.value.code == "hub_offline"
+        assert "HF_HUB_OFFLINE" in caught.value.message
+    assert "--hub ms" in caught.value.message  # the name has a ModelScope repo
+    assert hub.requests == []  # not one request
+    assert_clean_failure(home)
+
+    # ModelScope is another hub: HF_HUB_OFFLINE does not stop it.
+    record = pull("qwen2.5:0.5b", settings=settings, hub_scheme="ms")
+    assert record.source.startswith("ms:")
+
+
+def test_hf_token_is_sent_to_hugging_face_only(
+    hub: HubServer, home: Path, hub_env: pytest.MonkeyPatch
+) -> None:
+    hub_env.setenv("HF_TOKEN", TOKEN)
+    settings = settings_for(home, hub.url)
+    assert TOKEN not in repr(settings) and TOKEN not in str(settings.model_dump())
+
+    record = pull(f"hf:{TINY_GGUF}", settings=settings)
+    sent = {r.authorization for r in hub.requests}
+    assert sent == {f"Bearer {TOKEN}"}, sent  # metadata and downloads alike
+    assert TOKEN not in record.to_json()
+
+    hub.clear_log()
+    pull(f"ms:{TINY_GGUF}", settings=settings, name="from-ms")
+    assert all(TOKEN not in (r.authorization or "") for r in hub.requests)
+
+
+def test_no_token_is_sent_without_hf_token(
+    hub: HubServer, home: Path, hub_env: pytest.MonkeyPatch
+) -> None:
+    pull(f"hf:{TINY_GGUF}", settings=settings_for(home, hub.url))
+    assert {r.authorization for r in hub.requests} == {None}
+
+
+def run_cli_env(
+    home: Path, tmp_path: Path, env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    """`kaiyuan pull ARGS` with only the hub variables given in ``env``."""
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("KAIYUAN_", "HF_", "MODELSCOPE_"))
+    }
+    base.pop("TRANSFORMERS_OFFLINE", None)
+    base |= {
+        "KAIYUAN_HOME": str(home),
+        "KAIYUAN_HUB_TIMEOUT": "30",
+        "MODELSCOPE_HOME": str(tmp_path / "sdk" / "ms-home"),
+        "MODELSCOPE_CACHE": str(tmp_path / "sdk" / "ms-cache"),
+        "HF_HOME": str(tmp_path / "sdk" / "hf-home"),
+    } | env
+    return subprocess.run(
+        [str(KAIYUAN), "pull", *args], env=base, capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_cli_pulls_by_name_through_hf_endpoint(hub: HubServer, home: Path, tmp_path: Path) -> None:
+    result = run_cli_env(
+        home, tmp_path, {"HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN}, "qwen2.5:0.5b"
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("pulled qwen2.5-0.5b-instruct: gguf, Q8_0"), result.stdout
+    assert f"from hf:{QWEN05_REPO}@" in result.stdout
+    assert TOKEN not in result.stdout + result.stderr  # sent, never shown
+    # huggingface_hub's telemetry (a daily GET of /api/agent-harnesses) stays off.
+    assert not any("agent-harnesses" in r.path for r in hub.requests)
+    assert {r.authorization for r in hub.requests} == {f"Bearer {TOKEN}"}, hub.requests
+    assert installed(home) == {"qwen2.5-0.5b-instruct"}
+
+
+@pytest.mark.slow
+def test_cli_hf_hub_offline_prints_one_line(hub: HubServer, home: Path, tmp_path: Path) -> None:
+    result = run_cli_env(
+        home, tmp_path, {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "1"}, "qwen3:8b"
+    )
+
+    assert result.returncode == 1
+    lines = error_lines(result)
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: Hugging Face is off: HF_HUB_OFFLINE is set")
+    assert "`kaiyuan pull qwen3:8b --hub ms`" in lines[0]
+    assert hub.requests == []
+
+
+@pytest.mark.slow
+def test_cli_unknown_name_prints_did_you_mean(hub: HubServer, home: Path, tmp_path: Path) -> None:
+    result = run_cli_env(home, tmp_path, {"HF_ENDPOINT": hub.url}, "qwen2.5-coder-7b")
+
+    assert result.returncode == 1
+    lines = error_lines(result)
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: unknown model 'qwen2.5-coder-7b'; did you mean ")
+    assert "qwen2.5-coder-7b-instruct" in lines[0]
+    assert hub.requests == []

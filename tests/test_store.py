@@ -180,6 +180,8 @@ def test_import_gguf_file_records_everything(
     assert out.startswith("imported tiny-q4: gguf, llama"), out
 
     record = json.loads(ok(kaiyuan("show", "tiny-q4", "--json")))
+    # show adds the generation defaults (with their sources) to the record's public fields
+    assert record.pop("generation") == {"max_tokens": {"value": 4096, "source": "kaiyuan"}}
     assert set(record) == PUBLIC_FIELDS
     assert record["id"] == "tiny-q4"
     assert record["format"] == "gguf"
@@ -432,10 +434,12 @@ def test_models_show_rm_cycle(tmp_path: Path, home: Path) -> None:
         assert model_id in table
     assert "Hugging Face" in table and "Apache-2.0" in table
 
-    assert json.loads(ok(kaiyuan("show", "tiny", "--json"))) == models["tiny"]
+    shown_json = json.loads(ok(kaiyuan("show", "tiny", "--json")))
+    assert shown_json.pop("generation") == {"max_tokens": {"value": 4096, "source": "kaiyuan"}}
+    assert shown_json == models["tiny"]
     shown = ok(kaiyuan("show", "tiny"))
     keys = {line.split()[0] for line in shown.splitlines() if line.strip()}
-    assert keys == PUBLIC_FIELDS
+    assert keys == PUBLIC_FIELDS | {"generation"}
     assert models["tiny"]["sha256"] in shown
     assert models["tiny"]["source"] in shown
     assert "mit" in shown and "Q8_0" in shown
@@ -606,24 +610,31 @@ def test_models_catalog_cli() -> None:
     assert all(m["publisher"] and m["origin"] and m["licence"] for m in data)
 
 
-def fake_machine(monkeypatch: pytest.MonkeyPatch, memory: int) -> None:
+def fake_machine(monkeypatch: pytest.MonkeyPatch, memory: int, bandwidth: float = 20e9) -> None:
     import kaiyuan.machine
 
     machine = Machine(cpus=4, total_memory=memory, available_memory=memory // 2, gpus=())
     monkeypatch.setattr(kaiyuan.machine, "this_machine", lambda: machine)
+    monkeypatch.setattr(kaiyuan.machine, "memory_bandwidth", lambda cache_dir: bandwidth)
 
 
-def test_recommend_runs_on_this_machine() -> None:
+def test_recommend_runs_on_this_machine(home: Path) -> None:
     text = ok(kaiyuan("recommend"))
     assert text.startswith("this machine:")
-    assert "catalogue models fit" in text
+    assert "best pick per task" in text
+    assert (home / "cache" / "bandwidth.json").is_file()  # measured once, kept for next time
     data = json.loads(ok(kaiyuan("recommend", "--json")))
     memory = data["machine"]["memory_bytes"]
     assert memory > 0 and data["machine"]["cpus"] >= 1
+    assert data["machine"]["bandwidth_bytes_per_s"] > 0
+    assert list(data["picks"]) == ["chat", "code", "reasoning", "vision", "embedding", "image",
+                                   "video"]  # fmt: skip
     for row in data["models"]:
         assert row["pull"].startswith("kaiyuan pull ")
         if not data["machine"]["gpus"]:
             assert row["download_gb"] * 1e9 <= memory, row
+    all_text = ok(kaiyuan("recommend", "--all"))
+    assert f"{len(data['models'])} catalogue models fit" in all_text
 
 
 @pytest.mark.parametrize("gib", [4, 8, 16])
@@ -642,14 +653,17 @@ def test_recommend_lists_only_what_fits(monkeypatch: pytest.MonkeyPatch, gib: in
         assert m is not None
         if m.format == "gguf":
             assert row["quantisation"] == m.quant_for(memory)
-            assert row["pull"].endswith(f":{row['quantisation']}")
+        # `kaiyuan pull ID` chooses this quantisation itself on this machine.
+        assert row["pull"] == f"kaiyuan pull {row['id']}"
     # Models too big for this memory are left out.
     assert "qwen2.5-72b-instruct" not in rows and "qwen2.5-vl-72b-instruct" not in rows
     assert "qwen3-235b-a22b" not in rows
     if gib >= 8:
         assert rows["qwen2.5-7b-instruct"]["quantisation"] in ("Q4_K_M", "Q8_0")
-    text = ok(kaiyuan("recommend"))
+    text = ok(kaiyuan("recommend", "--all"))
     assert f"{len(rows)} catalogue models fit" in text
+    for model_id in rows:
+        assert f"\n{model_id} " in text
 
 
 def test_recommend_follows_the_catalogue_rules(monkeypatch: pytest.MonkeyPatch) -> None:

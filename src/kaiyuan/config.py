@@ -12,7 +12,15 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -51,10 +59,28 @@ class McpServer(BaseModel):
         return self
 
 
+class GenerationDefaults(BaseModel):
+    """A model's default sampling and answer length; a request's own values always win."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature.")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass.")
+    top_k: int | None = Field(None, ge=0, description="Most likely tokens kept (0: all).")
+    min_p: float | None = Field(None, ge=0, le=1, description="Least probability, relative.")
+    repetition_penalty: float | None = Field(
+        None, gt=0, le=2, description="Penalty on tokens of the last 64 (1: off)."
+    )
+    max_tokens: int | None = Field(None, ge=1, description="Default answer length in tokens.")
+
+
 class Settings(BaseSettings):
     """Server, engine and client settings; every field is also a ``KAIYUAN_<NAME>`` variable."""
 
-    model_config = SettingsConfigDict(env_prefix="KAIYUAN_", extra="forbid", frozen=True)
+    # validate_by_name: the hub fields below also answer to their SDKs' variables (aliases),
+    # and must still be settable by name (flags, config.toml).
+    model_config = SettingsConfigDict(
+        env_prefix="KAIYUAN_", extra="forbid", frozen=True, validate_by_name=True
+    )
 
     home: Path = Field(default_factory=default_home, description="Where user data lives.")
     host: str = Field("127.0.0.1", description="Address the server binds to.")
@@ -123,13 +149,51 @@ class Settings(BaseSettings):
         description="Seconds an idle model stays loaded (negative: forever). Models named "
         "with --model stay loaded.",
     )
+    max_tokens: int = Field(
+        4096,
+        ge=0,
+        description="Default length of a chat answer, in tokens, when neither the request "
+        "nor the model's defaults set one (0: all the room left in the context).",
+    )
+    generation: dict[str, GenerationDefaults] = Field(
+        default_factory=dict,
+        description="Per model id, default sampling (temperature, top_p, top_k, min_p, "
+        "repetition_penalty) and max_tokens over the model's own; set with `kaiyuan config "
+        "set MODEL key=value` (a [generation.MODEL] table in config.toml).",
+    )
     tool_parsers: dict[str, str] = Field(
         default_factory=dict,
         description="Tool-call syntax per model id, overriding detection from the template "
         "(hermes, qwen3_coder, deepseek_v3, deepseek_v31, llama3).",
     )
-    hf_endpoint: str = Field("https://huggingface.co", description="Hugging Face hub URL.")
-    ms_endpoint: str = Field("https://www.modelscope.cn", description="ModelScope hub URL.")
+    # Hub settings also read the variables the hubs' own SDKs document (HF_ENDPOINT for a
+    # mirror such as https://hf-mirror.com, ...); a KAIYUAN_ variable wins over them.
+    hf_endpoint: str = Field(
+        "https://huggingface.co",
+        validation_alias=AliasChoices("KAIYUAN_HF_ENDPOINT", "HF_ENDPOINT"),
+        description="Hugging Face hub URL, or a mirror's (also $HF_ENDPOINT).",
+    )
+    hf_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("KAIYUAN_HF_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"),
+        description="Hugging Face access token, sent to the hub for gated repos (also "
+        "$HF_TOKEN); never printed.",
+    )
+    hf_hub_offline: bool = Field(
+        False,
+        validation_alias=AliasChoices(
+            "KAIYUAN_HF_HUB_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"
+        ),
+        description="Never contact Hugging Face (also $HF_HUB_OFFLINE=1): pulls from it fail "
+        "at once.",
+    )
+    ms_endpoint: str = Field(
+        "https://www.modelscope.cn",
+        validation_alias=AliasChoices(
+            "KAIYUAN_MS_ENDPOINT", "MODELSCOPE_ENDPOINT", "MODELSCOPE_DOMAIN"
+        ),
+        description="ModelScope hub URL (also $MODELSCOPE_ENDPOINT).",
+    )
     hub_timeout: float = Field(
         20.0, gt=0, description="Seconds to wait for a hub before giving up (per request)."
     )
@@ -178,6 +242,27 @@ class Settings(BaseSettings):
         description="MCP servers whose tools join the agent's, by name: {command, args, env} "
         "for stdio or {url, headers} for streamable HTTP (set in config.toml).",
     )
+
+    @field_validator("hf_hub_offline", mode="before")
+    @classmethod
+    def _hf_truthy(cls, value: Any) -> Any:
+        # As huggingface_hub reads it: 1/ON/YES/TRUE is offline, anything else is not.
+        if isinstance(value, str):
+            return value.strip().upper() in ("1", "ON", "YES", "TRUE")
+        return value
+
+    @field_validator("hf_token", mode="before")
+    @classmethod
+    def _no_empty_token(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("ms_endpoint", mode="before")
+    @classmethod
+    def _ms_scheme(cls, value: Any) -> Any:
+        # MODELSCOPE_DOMAIN is a bare host name; the SDK prepends https:// the same way.
+        if isinstance(value, str) and not value.lower().startswith(("http://", "https://")):
+            return f"https://{value.strip()}"
+        return value
 
     @field_validator("models", "allowed_hosts", mode="before")
     @classmethod

@@ -6,6 +6,9 @@ tracebacks, file paths or object reprs.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class KaiyuanError(Exception):
     status: int = 500
@@ -72,3 +75,20 @@ class TemplateError(KaiyuanError):
 
     status = 500
     code = "chat_template_error"
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the candidate closest to a mistyped ``name``, else ``""``:
+    the tail of a not-found message."""
+    close = closest(name, candidates)
+    return f"; did you mean '{close}'?" if close else ""
+
+
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate a typo of ``name`` most likely meant (difflib's ratio, 0.6 or more)."""
+    if len(name) > 256:  # no id is that long; a huge request field is not compared
+        return None
+    # Case is a typo too: 'SmolLM2-135M-Instruct' means 'smollm2-135m-instruct'.
+    by_lower = {c.lower(): c for c in candidates if c != name}
+    found = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    return by_lower[found[0]] if found else None

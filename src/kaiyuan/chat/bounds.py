@@ -26,6 +26,11 @@ MAX_PATTERN_CHARS = 1000
 MAX_PATTERN_REPEAT = 100  # a counted repetition in a pattern, a{0,N}, becomes N nested groups
 MAX_GRAMMAR_BYTES = 512 * 1024  # the GBNF text
 MAX_GRAMMAR_NESTING = 256  # parentheses in one rule (llama.cpp crashes past a few thousand)
+# Integers and numbers with bounds are written with at most 15 integer digits (past 2^53, about
+# 9.007e15, JSON parsers that read doubles lose integer precision). A bound that widens the range
+# past this is implied; one that demands a bigger value is refused when the grammar is built
+# (and only then: a tool offered with tool_choice "auto" is only shown to the model).
+MAX_BOUND = 10**15
 
 _COUNTS = ("minLength", "maxLength", "minItems", "maxItems")
 _BRANCHES = ("anyOf", "oneOf", "allOf", "prefixItems")

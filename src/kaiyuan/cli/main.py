@@ -87,7 +87,9 @@ def serve(**flags: Any) -> None:
 @click.option("--seed", type=int, help="Seed for reproducible sampling.")
 @friendly
 def chat(prompt: str | None, model: str | None, url: str | None, **options: Any) -> None:
-    """Chat with a model: answer PROMPT, or converse interactively when no PROMPT is given."""
+    """Chat with a model: answer PROMPT, or converse when no PROMPT is given (/help lists the
+    conversation's commands). Text piped in follows PROMPT: cat notes.md | kaiyuan chat
+    "Summarise"."""
     from kaiyuan.cli.chat import run
 
     run(prompt=prompt, model=model, url=url, settings=load_settings(), **options)
@@ -108,13 +110,14 @@ def models_command(as_json: bool, catalog: bool) -> None:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--all", "show_all", is_flag=True, help="List every catalogue model that fits.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (picks and every model).")
 @friendly
-def recommend(as_json: bool) -> None:
-    """Say which catalogue models fit this machine (RAM, GPU), and how to pull them."""
-    from kaiyuan.cli import store
+def recommend(show_all: bool, as_json: bool) -> None:
+    """Pick a model per task for this machine, with its expected speed and pull command."""
+    from kaiyuan.cli import recommend as recommend_cli
 
-    store.recommend(as_json)
+    recommend_cli.run(load_settings(), show_all=show_all, as_json=as_json)
 
 
 @cli.command()
@@ -142,6 +145,13 @@ def rm(model_id: str) -> None:
 @click.argument("ref")
 @click.option("--name", help="Model id in the store (default: from the catalogue or repo name).")
 @click.option(
+    "--hub",
+    "hub_scheme",
+    type=click.Choice(["hf", "ms"]),
+    help="Where a catalogue model comes from: hf (Hugging Face, the default) or ms "
+    "(ModelScope). Mirrors: HF_ENDPOINT, MODELSCOPE_ENDPOINT.",
+)
+@click.option(
     "--allow-pickle", is_flag=True, help="Accept pickle weights (.bin/.pt): they can run code."
 )
 @click.option(
@@ -149,7 +159,11 @@ def rm(model_id: str) -> None:
 )
 @friendly
 def pull(ref: str, name: str | None, **options: Any) -> None:
-    """Download a model: hf:ORG/REPO[:PATTERN] or ms:ORG/REPO[:PATTERN] (e.g. :Q4_K_M)."""
+    """Download a model: a catalogue name (qwen2.5-0.5b-instruct, qwen3:8b, optionally :QUANT)
+    or a hub repo, hf:ORG/REPO[:PATTERN] or ms:ORG/REPO[:PATTERN] (e.g. :Q4_K_M).
+
+    A catalogue GGUF model comes at the quantisation `kaiyuan recommend --all` shows for this
+    machine, and is installed under its catalogue id."""
     from kaiyuan.cli import store
 
     store.pull(load_settings(), ref, name, **options)
@@ -233,7 +247,7 @@ def trace(run_id: str, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("prompt")
-@click.option("-m", "--model", required=True, help="An image model in the store.")
+@click.option("-m", "--model", help="An image model (default: the one installed).")
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), default=Path("out.png"),
               show_default=True, help="The PNG to write.")  # fmt: skip
 @click.option("--size", help="WIDTHxHEIGHT (default: the model's own).")
@@ -243,7 +257,7 @@ def trace(run_id: str, as_json: bool) -> None:
 @click.option("--negative", "negative_prompt", help="What the image should not show.")
 @click.option("--url", help="Use a running server instead of an in-process one.")
 @friendly
-def image(prompt: str, model: str, out: Path, url: str | None, **options: Any) -> None:
+def image(prompt: str, model: str | None, out: Path, url: str | None, **options: Any) -> None:
     """Generate an image: kaiyuan image "a red fox" -m MODEL -o fox.png"""
     from kaiyuan.cli import media
 
@@ -252,7 +266,7 @@ def image(prompt: str, model: str, out: Path, url: str | None, **options: Any) -
 
 @cli.command()
 @click.argument("prompt")
-@click.option("-m", "--model", required=True, help="A video model in the store.")
+@click.option("-m", "--model", help="A video model (default: the one installed).")
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), default=Path("out.mp4"),
               show_default=True, help="The MP4 to write.")  # fmt: skip
 @click.option("--size", help="WIDTHxHEIGHT (default: the model's own).")
@@ -267,7 +281,12 @@ def image(prompt: str, model: str, out: Path, url: str | None, **options: Any) -
 @click.option("--url", help="Use a running server instead of an in-process one.")
 @friendly
 def video(
-    prompt: str, model: str, out: Path, url: str | None, image_path: Path | None, **options: Any
+    prompt: str,
+    model: str | None,
+    out: Path,
+    url: str | None,
+    image_path: Path | None,
+    **options: Any,
 ) -> None:
     """Generate a video: kaiyuan video "waves at dusk" -m MODEL -o waves.mp4"""
     from kaiyuan.cli import media
@@ -453,6 +472,35 @@ def docs_rm(source: str) -> None:
     from kaiyuan.cli import agent
 
     agent.docs_rm(load_settings(), source)
+
+
+@cli.group()
+def config() -> None:
+    """A model's default sampling and answer length (over the model card's; requests win)."""
+
+
+@config.command(name="set")
+@click.argument("model_id")
+@click.argument("pairs", nargs=-1, required=True)
+@friendly
+def config_set(model_id: str, pairs: tuple[str, ...]) -> None:
+    """Set defaults: kaiyuan config set MODEL temperature=0.2 top_p=0.9 max_tokens=512.
+
+    Keys: temperature, top_p, top_k, min_p, repetition_penalty, max_tokens."""
+    from kaiyuan.cli import config as config_cli
+
+    config_cli.set_defaults(load_settings(), model_id, pairs)
+
+
+@config.command(name="unset")
+@click.argument("model_id")
+@click.argument("keys", nargs=-1)
+@friendly
+def config_unset(model_id: str, keys: tuple[str, ...]) -> None:
+    """Remove your defaults for a model (all of them, or the KEYS named)."""
+    from kaiyuan.cli import config as config_cli
+
+    config_cli.unset_defaults(load_settings(), model_id, keys)
 
 
 def main() -> None:

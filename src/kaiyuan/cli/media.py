@@ -1,5 +1,8 @@
 """``kaiyuan image`` and ``kaiyuan video``: generate through the OpenAI image and video APIs of
-an in-process server (or a running one with ``--url``), with a progress bar."""
+an in-process server (or a running one with ``--url``), with a progress bar.
+
+Without ``-m`` the one installed model that makes images (or videos) is used; a model that is
+not installed is named with the command that pulls it before any server starts."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import click
 import openai
 
 from kaiyuan.config import Settings
-from kaiyuan.errors import InvalidRequest, KaiyuanError
+from kaiyuan.errors import InvalidRequest, KaiyuanError, ModelNotFound, closest
 
 
 class GenerationFailed(KaiyuanError):
@@ -32,13 +35,118 @@ def _extra(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def choose_model(settings: Settings, kind: str, model: str | None, url: str | None) -> str:
+    """The model to generate ``kind`` ("image" or "video") with.
+
+    ``model`` when given (checked against the store when there is no ``url``: a missing one is
+    named with the command that pulls it), else the one installed model that makes ``kind``;
+    none or several is an error that says which to pull or to choose."""
+    if url is not None:
+        return model or _only_remote(kind, url)
+    from kaiyuan.store.store import Store
+
+    installed = {r.id: r.capabilities for r in Store(settings.home).list()}
+    capable = sorted(i for i, caps in installed.items() if kind in caps)
+    if model is None:
+        if len(capable) == 1:
+            return capable[0]
+        if capable:
+            raise InvalidRequest(
+                f"several {kind} models are installed ({', '.join(capable)}): choose one with -m",
+                param="model",
+            )
+        raise InvalidRequest(f"no {kind} model is installed; {_suggestion(kind)}", param="model")
+    if model in installed:
+        if kind not in installed[model]:
+            caps = ", ".join(installed[model]) or "none"
+            raise InvalidRequest(
+                f"model '{model}' makes no {kind}s (capabilities: {caps}); {_suggestion(kind)}",
+                param="model",
+            )
+        return model
+    entry = _catalogue(model)
+    if entry is not None and entry.id in capable:
+        return entry.id  # a catalogue name (wan2.1:1.3b) of an installed model
+    if entry is not None and kind in entry.capabilities:
+        raise ModelNotFound(
+            f"model '{model}' is not installed: run `kaiyuan pull {model}`", param="model"
+        )
+    if entry is not None:
+        raise InvalidRequest(
+            f"'{model}' makes no {kind}s (a catalogue {', '.join(entry.capabilities)} model); "
+            f"{_suggestion(kind)}",
+            param="model",
+        )
+    near = closest(model, capable)
+    hint = f"; did you mean '{near}'?" if near else f"; {_suggestion(kind)}"
+    raise ModelNotFound(f"model '{model}' is not installed{hint}", param="model")
+
+
+def _catalogue(name: str) -> Any:
+    from kaiyuan.store import naming
+
+    try:
+        found = naming.lookup(name)
+    except InvalidRequest:
+        return None
+    return found.model if found else None
+
+
+def _suggestion(kind: str) -> str:
+    """Which catalogue pipeline to pull for ``kind`` on this machine, as a clause."""
+    from kaiyuan.machine import model_memory, this_machine
+    from kaiyuan.store import recommend
+
+    here = this_machine()
+    memory = model_memory(here)
+    pick = recommend.pick(kind, memory, None, gpu=bool(here.gpus))
+    if pick is not None:
+        return f"pull the catalogue's {kind} model for this machine: `{pick.pull}`"
+    smallest = recommend.smallest(kind)
+    if smallest is None:
+        return "import one with `kaiyuan import PATH --name ID`"
+    need = recommend.need_gb(smallest)
+    return (
+        f"the catalogue's smallest {kind} model, {smallest.id}, needs about {need or 0:.0f} GB "
+        f"(this machine has {memory / 1e9:.0f} GB): pull it where it fits (`kaiyuan pull "
+        f"{smallest.id}`), or add a smaller one with `kaiyuan import PATH --name ID`"
+    )
+
+
+def _only_remote(kind: str, url: str) -> str:
+    from kaiyuan.cli.chat import _base_url
+
+    client = openai.OpenAI(base_url=_base_url(url), api_key="kaiyuan", max_retries=0)
+    listed = _call(lambda: client.models.list())
+    capable = sorted(
+        m.id for m in listed.data if kind in ((m.model_extra or {}).get("capabilities") or [])
+    )
+    if len(capable) == 1:
+        return capable[0]
+    if capable:
+        raise InvalidRequest(
+            f"the server serves several {kind} models ({', '.join(capable)}): choose one with -m",
+            param="model",
+        )
+    raise InvalidRequest(
+        f"the server at {url} lists no {kind} model: name one with -m", param="model"
+    )
+
+
 def image(
-    settings: Settings, prompt: str, *, model: str, out: Path, url: str | None, **options: Any
+    settings: Settings,
+    prompt: str,
+    *,
+    model: str | None,
+    out: Path,
+    url: str | None,
+    **options: Any,
 ) -> None:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     if out.suffix.lower() != ".png":
         raise InvalidRequest("the output file must end in .png", param="output")
+    model = choose_model(settings, "image", model, url)
     with _endpoint(settings, model, url) as base_url:
         client = openai.OpenAI(base_url=base_url, api_key="kaiyuan", max_retries=0, timeout=3600)
         columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
@@ -59,7 +167,7 @@ def video(
     settings: Settings,
     prompt: str,
     *,
-    model: str,
+    model: str | None,
     out: Path,
     url: str | None,
     image_path: Path | None,
@@ -69,6 +177,7 @@ def video(
 
     if out.suffix.lower() != ".mp4":
         raise InvalidRequest("the output file must end in .mp4", param="output")
+    model = choose_model(settings, "video", model, url)
     extra: dict[str, Any] = {}
     if image_path is not None:
         extra["input_reference"] = (image_path.name, image_path.read_bytes(), "image/png")

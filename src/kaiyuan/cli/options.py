@@ -35,17 +35,51 @@ def _base_type(annotation: Any) -> tuple[Any, bool]:
 
 
 def setting(name: str, *flags: str) -> Callable[[F], F]:
-    """A click option for the setting ``name``; unset flags stay None (lower layers apply)."""
+    """A click option for the setting ``name``; unset flags stay None (lower layers apply).
+
+    Its help shows the variable and the default (click's ``show_default`` cannot: the
+    option's own default is None, so that a flag not given leaves the variable and the
+    config file their say)."""
     field = Settings.model_fields[name]
     base, many = _base_type(field.annotation)
+    shown = [f"env: {env_var(name)}"]
+    default = default_text(name)
+    if default is not None:
+        shown.append(f"default: {default}")
     return click.option(
         *(flags or (f"--{name.replace('_', '-')}",)),
         name,
         type=_CLICK_TYPES.get(base, click.STRING),
         multiple=many,
         default=None,
-        help=f"{field.description} [env: KAIYUAN_{name.upper()}]",
+        help=f"{field.description}  [{'; '.join(shown)}]",
     )
+
+
+def env_var(name: str) -> str:
+    return f"KAIYUAN_{name.upper()}"
+
+
+def default_text(name: str) -> str | None:
+    """The default of setting ``name`` as people write it (``~/.kaiyuan``, ``300``, ``none``);
+    None for a None default, whose description says what happens instead."""
+    return shown(Settings.model_fields[name].get_default(call_default_factory=True))
+
+
+def shown(value: Any) -> str | None:
+    """A default value as help and docs show it."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, Path):
+        home = Path.home()
+        return f"~/{value.relative_to(home)}" if value.is_relative_to(home) else str(value)
+    if isinstance(value, list | tuple | dict):
+        return ", ".join(str(v) for v in value) or "none"
+    return str(value)
 
 
 def overrides(values: dict[str, Any]) -> dict[str, Any]:

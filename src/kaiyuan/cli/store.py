@@ -71,15 +71,22 @@ def list_models(settings: Settings, as_json: bool) -> None:
 
 
 def show(settings: Settings, model_id: str, as_json: bool) -> None:
+    from kaiyuan.cli.config import describe
+
     record = Store(settings.home).get(model_id)
     data = record.public()
+    defaults = describe(settings, model_id)
     if as_json:
+        data["generation"] = {k: {"value": v, "source": src} for k, (v, src) in defaults.items()}
         click.echo(json.dumps(data, indent=2))
         return
     width = max(len(k) for k in data)
     for key, value in data.items():
         shown = _shown(key, value)
         click.echo(f"{key:<{width}}  {shown}")
+    if defaults:
+        shown = ", ".join(f"{k}={v} ({src})" for k, (v, src) in defaults.items())
+        click.echo(f"{'generation':<{width}}  {shown}")
 
 
 def _shown(key: str, value: Any) -> str:
@@ -189,72 +196,6 @@ def list_catalog(as_json: bool) -> None:
             m.hf or "-",
             m.ms or "-",
             ",".join(m.capabilities),
-        )
-    _print(table)
-
-
-def recommend(as_json: bool) -> None:
-    from kaiyuan.machine import this_machine
-    from kaiyuan.store import catalog
-
-    machine = this_machine()
-    # A GPU's memory counts when it is larger (llama.cpp/vLLM can offload there).
-    memory = max([machine.total_memory, *(g.memory_bytes for g in machine.gpus)])
-    rows: list[dict[str, Any]] = []
-    for m in catalog.models():
-        if m.format == "gguf":
-            quant = m.quant_for(memory)
-            if quant is None:
-                continue
-            ref = f"hf:{m.hf}:{quant}" if m.hf else f"ms:{m.ms}:{quant}"
-        else:
-            if not m.size_gb or m.size_gb * 1e9 * 1.25 > memory:
-                continue
-            quant, ref = None, f"hf:{m.hf or m.hf_weights}"
-        rows.append(
-            {
-                "id": m.id,
-                "quantisation": quant,
-                "download_gb": m.download_gb(quant),
-                "publisher": m.publisher,
-                "origin": m.origin,
-                "licence": m.licence,
-                "capabilities": list(m.capabilities),
-                "pull": f"kaiyuan pull {ref}",
-            }
-        )
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "machine": {
-                        "cpus": machine.cpus,
-                        "memory_bytes": machine.total_memory,
-                        "gpus": [g.name for g in machine.gpus],
-                    },
-                    "models": rows,
-                },
-                indent=2,
-            )
-        )
-        return
-    gpu = ", ".join(f"{g.name} ({human_bytes(g.memory_bytes)})" for g in machine.gpus) or "none"
-    click.echo(
-        f"this machine: {machine.cpus} CPUs, {human_bytes(machine.total_memory)} RAM "
-        f"({human_bytes(machine.available_memory)} free), GPU: {gpu}"
-    )
-    click.echo(f"{len(rows)} catalogue models fit; the pull command picks the quantisation:")
-    table = _table("ID", "QUANT", "DOWNLOAD", "PUBLISHER", "ORIGIN", "LICENCE", "PULL WITH")
-    for r in rows:
-        size = f"{r['download_gb']:.1f} GB" if r["download_gb"] else "-"
-        table.add_row(
-            r["id"],
-            r["quantisation"] or "-",
-            size,
-            r["publisher"],
-            r["origin"],
-            r["licence"],
-            r["pull"],
         )
     _print(table)
 

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from kaiyuan.config import GenerationDefaults
 from kaiyuan.errors import ContextLengthExceeded, InvalidRequest
 
 FinishReason = Literal["stop", "length"]
@@ -28,6 +29,10 @@ class SamplingParams:
     max_tokens: int
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0  # 0: off
+    min_p: float = 0.0
+    # over the last REPETITION_WINDOW sampled tokens, as llama.cpp's repeat_penalty (1.0: off)
+    repetition_penalty: float = 1.0
     seed: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
@@ -37,6 +42,9 @@ class SamplingParams:
     logprobs: int | None = None
     # A GBNF grammar (root rule "root") the output must follow: JSON, a schema, a tool call.
     grammar: str | None = None
+
+
+REPETITION_WINDOW = 64
 
 
 @dataclass(slots=True, frozen=True)
@@ -133,6 +141,8 @@ class ModelInfo:
     # The texts the tokenizer turns into control tokens when it parses special tokens
     # (<|im_start|>, <|im_end|>, ...): in a chat prompt only the template may write them (T25).
     control_texts: tuple[str, ...] = ()
+    # The model's default sampling and answer length (store/generation.py); requests override.
+    defaults: GenerationDefaults = field(default_factory=GenerationDefaults)
 
 
 @dataclass(slots=True, frozen=True)

@@ -15,13 +15,21 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kaiyuan.config import Settings
 from kaiyuan.engines.base import Engine
 from kaiyuan.engines.registry import engine_class, load_engine
-from kaiyuan.errors import EngineFailure, InvalidRequest, KaiyuanError, ModelNotFound, Overloaded
+from kaiyuan.errors import (
+    EngineFailure,
+    InvalidRequest,
+    KaiyuanError,
+    ModelNotFound,
+    Overloaded,
+    did_you_mean,
+)
 from kaiyuan.machine import total_memory
+from kaiyuan.store import generation
 from kaiyuan.store.records import ModelRecord
 from kaiyuan.store.store import Store
 
@@ -69,7 +77,10 @@ class EnginePool:
         """A loaded engine (no loading); ModelNotFound otherwise."""
         entry = self._entries.get(model_id)
         if entry is None:
-            raise ModelNotFound(f"model '{model_id}' is not loaded", param="model")
+            raise ModelNotFound(
+                f"model '{model_id}' is not loaded{did_you_mean(model_id, self._entries)}",
+                param="model",
+            )
         return entry.engine
 
     async def acquire(self, model_id: str) -> Engine:
@@ -116,9 +127,9 @@ class EnginePool:
     def _record(self, model_id: str) -> ModelRecord:
         if self.store is None:
             served = ", ".join(self._entries) or "none"
+            hint = did_you_mean(model_id, self._entries) or f" (served: {served})"
             raise ModelNotFound(
-                f"model '{model_id}' does not exist or is not served here (served: {served})",
-                param="model",
+                f"model '{model_id}' does not exist or is not served here{hint}", param="model"
             )
         return self.store.get(model_id)
 
@@ -175,11 +186,12 @@ class EnginePool:
         if self.store is None:
             raise ModelNotFound(f"model '{record.id}' is not in a store", param="model")
         self._check_servable(record)
+        weights = self.store.weights(record)
         try:
-            return load_engine(
+            engine = load_engine(
                 record.backend,
                 model_id=record.id,
-                path=self.store.weights(record),
+                path=weights,
                 context_length=self.settings.context_length,
                 threads=self.settings.threads,
                 max_queue=self.settings.max_queue,
@@ -195,6 +207,9 @@ class EnginePool:
         except Exception as exc:
             log.exception("loading %s failed", record.id)
             raise EngineFailure(f"model '{record.id}' could not be loaded; see the log") from exc
+        defaults = generation.merge(generation.layers(record, self.settings, weights))
+        engine.info = replace(engine.info, defaults=defaults)
+        return engine
 
     def _in_use(self) -> int:
         return sum(entry.memory for entry in self._entries.values())

@@ -1,6 +1,6 @@
 """Token choice for the transformers engine, in the llama.cpp engine's order: grammar mask ->
-logit bias -> presence/frequency penalties -> (greedy at temperature 0) temperature -> top-p ->
-a seeded draw.
+logit bias -> presence/frequency and repetition penalties -> (greedy at temperature 0) top-k ->
+top-p -> min-p -> temperature -> a seeded draw.
 
 ``Chooser`` is handed to ``model.generate`` as its last logits processor: transformers runs the
 model (caches, rotary positions, experts, image features) and kaiyuan chooses each token, then
@@ -11,7 +11,7 @@ dialect, and a matcher per request masks every token the grammar forbids.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -23,7 +23,7 @@ import torch
 from llguidance.gbnf_to_lark import gbnf_to_lark
 from transformers import LogitsProcessor, StoppingCriteria
 
-from kaiyuan.engines.base import SamplingParams
+from kaiyuan.engines.base import REPETITION_WINDOW, SamplingParams
 from kaiyuan.errors import InvalidRequest
 
 GRAMMAR_CACHE = 256
@@ -81,6 +81,7 @@ class Chooser(LogitsProcessor):
         self.generator = generator
         self.on_token = on_token  # (token, raw logits) -> False once generation must stop
         self.counts: Counter[int] = Counter()
+        self.recent: deque[int] = deque(maxlen=REPETITION_WINDOW)
         self.done = False
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
@@ -89,6 +90,7 @@ class Chooser(LogitsProcessor):
         if self.grammar is not None:
             self.grammar.consume(token)
         self.counts[token] += 1
+        self.recent.append(token)
         self.done = not self.on_token(token, raw)
         forced = torch.full_like(scores, float("-inf"))
         forced[0, token] = 0.0
@@ -108,9 +110,21 @@ class Chooser(LogitsProcessor):
             seen = torch.tensor(list(self.counts), device=logits.device)
             times = torch.tensor([float(self.counts[t]) for t in self.counts], device=logits.device)
             logits[seen] -= p.frequency_penalty * times + p.presence_penalty
+        if self.recent and p.repetition_penalty != 1.0:
+            # llama.cpp's repeat penalty: shrink a positive logit, grow a negative one
+            recent = torch.tensor(sorted(set(self.recent)), device=logits.device)
+            values = logits[recent]
+            logits[recent] = torch.where(
+                values > 0, values / p.repetition_penalty, values * p.repetition_penalty
+            )
         if p.temperature == 0:
             return int(torch.argmax(logits))
-        probs = torch.softmax(logits / p.temperature, dim=-1)
+        if 0 < p.top_k < len(logits):
+            kth = torch.topk(logits, p.top_k).values[-1]
+            logits[logits < kth] = float("-inf")
+        # top-p and min-p read the distribution before temperature, as llama.cpp's chain does
+        # (its temperature sampler comes last)
+        probs = torch.softmax(logits, dim=-1)
         if p.top_p < 1.0:
             sorted_probs, order = torch.sort(probs, descending=True)
             keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < p.top_p
@@ -118,6 +132,11 @@ class Chooser(LogitsProcessor):
             filtered = torch.zeros_like(probs)
             filtered[order[keep]] = probs[order[keep]]
             probs = filtered / filtered.sum()
+        if p.min_p > 0.0:
+            probs = torch.where(probs >= p.min_p * probs.max(), probs, torch.zeros_like(probs))
+        kept = probs > 0
+        logits = torch.where(kept, logits, torch.full_like(logits, float("-inf")))
+        probs = torch.softmax(logits / p.temperature, dim=-1)
         return int(torch.multinomial(probs, 1, generator=self.generator))
 
 

@@ -133,11 +133,12 @@ class ChatTemplateKwargs(_Request):
 Stop = str | Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=MAX_STOP)]
 
 
-class _SamplingFields(_Request):
+class SamplingFields(_Request):
     model: str = Field(min_length=1, max_length=256)
     max_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    # None: the model's recommended value (`kaiyuan show MODEL`), else OpenAI's 1.0
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
     n: int = Field(1, ge=1, le=128)
     stop: Stop | None = None
     seed: int | None = None
@@ -158,7 +159,7 @@ class _SamplingFields(_Request):
         return value
 
     @model_validator(mode="after")
-    def _stream_options_need_stream(self) -> _SamplingFields:
+    def _stream_options_need_stream(self) -> SamplingFields:
         if self.stream_options is not None and not self.stream:
             raise invalid("stream_options", "stream_options is only allowed when stream is true")
         return self
@@ -169,7 +170,7 @@ class _SamplingFields(_Request):
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
 
-class ChatCompletionRequest(_SamplingFields):
+class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
@@ -213,7 +214,7 @@ class ChatCompletionRequest(_SamplingFields):
         )
 
 
-class CompletionRequest(_SamplingFields):
+class CompletionRequest(SamplingFields):
     prompt: (
         str
         | Annotated[list[str], Field(min_length=1, max_length=MAX_PROMPTS)]

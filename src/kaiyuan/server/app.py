@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi_offline import FastAPIOffline
 
 from kaiyuan import __version__
 from kaiyuan.config import Settings
@@ -25,6 +26,8 @@ from kaiyuan.server.routes import (
     responses,
     videos,
 )
+
+DOCS_ASSETS = "/docs/assets"
 
 
 def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
@@ -43,11 +46,16 @@ def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
             if owned:
                 await app.state.pool.aclose()
 
-    app = FastAPI(
+    # /docs (Swagger UI) and /redoc load their scripts from kaiyuan itself, not from a CDN,
+    # so they work offline: fastapi-offline ships the files and mounts them.
+    app = FastAPIOffline(
         title="kaiyuan",
         version=__version__,
         description="OpenAI-compatible API for open-weight models, served locally.",
         lifespan=lifespan,
+        static_url=DOCS_ASSETS,
+        # Swagger UI would otherwise send the spec's URL to validator.swagger.io for a badge.
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.settings = settings
     if pool is not None:

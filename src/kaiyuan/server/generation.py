@@ -27,6 +27,7 @@ from kaiyuan.engines.base import (
     check_fits,
 )
 from kaiyuan.errors import EngineTimeout, InvalidRequest
+from kaiyuan.protocol.openai import SamplingFields
 
 T = TypeVar("T")
 
@@ -45,12 +46,38 @@ class ClientGone(Exception):
 
 
 def resolve_max_tokens(requested: int | None, prompt_len: int, info: ModelInfo) -> int:
-    """``requested``, or all the room left in the context; raises when it does not fit."""
+    """``requested``; else the model's default answer length, or the room left in the context
+    when that is less (a default never makes a request fail); raises when nothing fits."""
     if requested is None:
         check_fits(info, prompt_len, 1)
-        return info.context_length - prompt_len
+        room = info.context_length - prompt_len
+        default = info.defaults.max_tokens
+        return room if default is None else min(default, room)
     check_fits(info, prompt_len, requested)
     return requested
+
+
+def sampling_params(body: SamplingFields, info: ModelInfo, **fields: Any) -> SamplingParams:
+    """The request's sampling, over the model's defaults (store/generation.py), over OpenAI's.
+
+    ``fields`` are the route's own (max_tokens, logprobs, grammar)."""
+    d = info.defaults
+
+    def pick(requested: Any, default: Any, fallback: Any) -> Any:
+        return requested if requested is not None else default if default is not None else fallback
+
+    return SamplingParams(
+        temperature=pick(body.temperature, d.temperature, 1.0),
+        top_p=pick(body.top_p, d.top_p, 1.0),
+        top_k=pick(None, d.top_k, 0),
+        min_p=pick(None, d.min_p, 0.0),
+        repetition_penalty=pick(None, d.repetition_penalty, 1.0),
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        stop=body.stop_list(),
+        logit_bias=logit_bias(body.logit_bias, info),
+        **fields,
+    )
 
 
 _TOKEN_ID = re.compile(r"[0-9]{1,10}")

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from kaiyuan.errors import ModelNotFound
+from kaiyuan.errors import ModelNotFound, did_you_mean
 from kaiyuan.store.records import ModelRecord
 
 
@@ -76,10 +76,11 @@ def resolve(model_id: str) -> tuple[ModelSpec, Path]:
     spec = BUNDLED.get(model_id)
     path = spec.path() if spec else None
     if spec is None or path is None:
-        known = ", ".join(s.id for s in list_models()) or "none"
+        available = [s.id for s in list_models()]
+        known = ", ".join(available) or "none"
         raise ModelNotFound(
-            f"model '{model_id}' is not installed (available: {known}); "
-            "run `kaiyuan models` to list models",
+            f"model '{model_id}' is not installed (available: {known}); run `kaiyuan "
+            f"models` to list models{did_you_mean(model_id, available)}",
             param="model",
         )
     return spec, path

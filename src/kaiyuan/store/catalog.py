@@ -34,6 +34,8 @@ class CatalogModel:
     size_gb: float | None = None
     gguf_sizes: dict[str, float] = field(default_factory=dict)
     recommended: dict[int, str] = field(default_factory=dict)
+    # recommended sampling and answer length (the model card's): the family's, then the model's
+    generation: dict[str, float | int] = field(default_factory=dict)
 
     def repos(self) -> set[str]:
         return {r.lower() for r in (self.hf, self.ms, self.hf_weights) if r}
@@ -88,6 +90,7 @@ def _model(family: dict[str, Any], model: dict[str, Any]) -> CatalogModel:
         size_gb=model.get("size_gb"),
         gguf_sizes=dict(model.get("gguf_sizes", {})),
         recommended={int(k): v for k, v in model.get("recommended", {}).items()},
+        generation={**family.get("generation", {}), **model.get("generation", {})},
     )
 
 

@@ -1,4 +1,9 @@
-"""``kaiyuan pull hf:ORG/REPO[:PATTERN]`` and ``ms:ORG/REPO[:PATTERN]``.
+"""``kaiyuan pull NAME``: a catalogue model (``qwen2.5-0.5b-instruct``, ``qwen3:8b``, optionally
+``:QUANT``) or a hub repo, ``hf:ORG/REPO[:PATTERN]`` or ``ms:ORG/REPO[:PATTERN]``.
+
+A catalogue model comes from Hugging Face unless the catalogue lists only a ModelScope repo
+or ``hub="ms"`` asks for ModelScope; it is installed under its catalogue id, and a GGUF one
+at the catalogue's quantisation for this machine's memory.
 
 ref -> hub listing -> file choice (a GGUF quantisation by pattern, or the best that fits this
 machine, default Q4_K_M; or a safetensors/diffusers snapshot without pickle weights or custom
@@ -18,9 +23,10 @@ from pathlib import Path, PurePosixPath
 
 from kaiyuan.config import Settings
 from kaiyuan.errors import InvalidRequest
-from kaiyuan.store import catalog
-from kaiyuan.store.hubs import Hub, HubFile, RepoInfo, hub_for
-from kaiyuan.store.hubs.base import DigestMismatch
+from kaiyuan.store import catalog, naming
+from kaiyuan.store.catalog import CatalogModel
+from kaiyuan.store.hubs import Hub, HubFile, HubUnreachable, RepoInfo, hub_for
+from kaiyuan.store.hubs.base import IMPORT_HINT, DigestMismatch
 from kaiyuan.store.inspect import PICKLE_SUFFIXES, InvalidModel, is_projector, quant_from_name
 from kaiyuan.store.names import check_id, check_repo, id_from
 from kaiyuan.store.records import Format, ModelRecord
@@ -33,8 +39,15 @@ _KEEP_SUFFIXES = (".json", ".safetensors", ".txt", ".model", ".jinja", ".tiktoke
 _SKIP_DIRS = ("original/", "onnx/", "openvino/", "coreml/", "flax/")
 
 
+HUB_NAMES = {"hf": "Hugging Face", "ms": "ModelScope"}
+
+
 class NotEnoughSpace(InvalidRequest):
     code = "not_enough_disk_space"
+
+
+class HubOffline(HubUnreachable):
+    code = "hub_offline"
 
 
 @dataclass(slots=True, frozen=True)
@@ -42,6 +55,7 @@ class PullRef:
     scheme: str
     repo: str
     pattern: str | None = None
+    entry: CatalogModel | None = None  # set when the user named a catalogue model
 
     def __str__(self) -> str:
         return f"{self.scheme}:{self.repo}" + (f":{self.pattern}" if self.pattern else "")
@@ -58,15 +72,37 @@ class Plan:
         return sum(f.size for f in self.files)
 
 
-def parse_ref(text: str) -> PullRef:
+def parse_ref(text: str, hub: str | None = None) -> PullRef:
+    """A hub reference, or the catalogue model ``text`` names (from ``hub`` when given)."""
+    if hub is not None and hub not in HUB_NAMES:
+        raise InvalidRequest(f"unknown hub '{hub}': use hf or ms", param="hub")
     scheme, sep, rest = text.partition(":")
-    if not sep or scheme not in ("hf", "ms"):
+    if sep and scheme in HUB_NAMES:
+        if hub is not None and hub != scheme:
+            raise InvalidRequest(f"'{text}' names its hub already; drop --hub {hub}", param="hub")
+        repo, _, pattern = rest.partition(":")
+        return PullRef(scheme, check_repo(repo), pattern or None)
+    named = naming.lookup(text)
+    if named is None:
+        if "/" in text:
+            raise InvalidRequest(
+                f"'{text}' is not a hub reference: use hf:ORG/REPO[:PATTERN] or "
+                "ms:ORG/REPO[:PATTERN]",
+                param="model",
+            )
+        raise naming.unknown(text)
+    entry = named.model
+    scheme = hub or ("hf" if entry.hf else "ms")
+    found = entry.hf if scheme == "hf" else entry.ms
+    if found is None:
+        other = "ms" if scheme == "hf" else "hf"
+        flag = " --hub ms" if other == "ms" else ""
         raise InvalidRequest(
-            f"'{text}' is not a hub reference: use hf:ORG/REPO[:PATTERN] or ms:ORG/REPO[:PATTERN]",
-            param="model",
+            f"the catalogue has no {HUB_NAMES[scheme]} repo for '{entry.id}'; pull it from "
+            f"{HUB_NAMES[other]}: `kaiyuan pull {text}{flag}`",
+            param="hub",
         )
-    repo, _, pattern = rest.partition(":")
-    return PullRef(scheme, check_repo(repo), pattern or None)
+    return PullRef(scheme, check_repo(found), named.quant, entry)
 
 
 def plan(
@@ -254,25 +290,47 @@ def pull(
     memory: int | None = None,
     on_progress: OnProgress | None = None,
     hub: Hub | None = None,
+    hub_scheme: str | None = None,
 ) -> ModelRecord:
-    from kaiyuan.machine import total_memory
+    """Download ``text`` (a catalogue name or a hub reference) into the store.
 
-    ref = parse_ref(text)
+    ``memory`` stands for this machine's memory (default: what :mod:`kaiyuan.machine`
+    finds); ``hub_scheme`` ("hf" or "ms") chooses the hub for a catalogue name."""
+    from kaiyuan.machine import model_memory, this_machine, total_memory
+
+    ref = parse_ref(text, hub_scheme)
     store = Store(settings.home)
     if name is not None:
         check_id(name)
-    hub = hub or hub_for(ref.scheme, settings)
-    info = hub.info(ref.repo)
-    budget = memory or settings.memory_budget or int(total_memory() * 0.75)
-    chosen = plan(
-        info, ref.pattern, budget, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code
-    )
-    model_id = name or default_id(ref, chosen)
-    if store.exists(model_id):
-        raise InvalidRequest(
-            f"model '{model_id}' already exists; `kaiyuan rm {model_id}` first or pull with --name",
-            param="model",
+    if ref.scheme == "hf" and settings.hf_hub_offline:
+        raise HubOffline(
+            "Hugging Face is off: HF_HUB_OFFLINE is set, so kaiyuan does not contact it; "
+            f"unset it, or pull from ModelScope{_other_hub_hint(text, ref)}"
         )
+    known_id = name or (ref.entry.id if ref.entry else None)
+    if known_id is not None:
+        _check_free(store, known_id)
+    hub = hub or hub_for(ref.scheme, settings)
+    try:
+        info = hub.info(ref.repo)
+    except HubUnreachable as exc:
+        if ref.entry is None:
+            raise
+        head = exc.message.removesuffix(IMPORT_HINT).rstrip("; ")
+        hint = _mirror_hint(text, ref.scheme, ref.entry)
+        raise HubUnreachable(f"{head}; {hint}; {IMPORT_HINT}") from None
+    budget = memory or settings.memory_budget or int(total_memory() * 0.75)
+    pattern = ref.pattern
+    if ref.entry is not None and pattern is None and ref.entry.format == "gguf":
+        quant = ref.entry.quant_for(memory or model_memory(this_machine()))
+        # The catalogue's choice, if the repo still has it; else the repo's files decide.
+        if quant is not None and quant.upper() in _gguf_labels(info):
+            pattern = quant
+    chosen = plan(
+        info, pattern, budget, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code
+    )
+    model_id = known_id or default_id(ref, chosen)
+    _check_free(store, model_id)
     key = hashlib.sha256("\n".join(sorted(f.path for f in chosen.files)).encode()).hexdigest()
     folder = store.downloads / ref.scheme / f"{ref.repo.replace('/', '--')}--{key[:12]}"
     _check_space(folder, chosen)
@@ -304,6 +362,40 @@ def pull(
 
 def _ignore(_: int) -> None:
     return None
+
+
+def _check_free(store: Store, model_id: str) -> None:
+    if store.exists(model_id):
+        raise InvalidRequest(
+            f"model '{model_id}' already exists; `kaiyuan rm {model_id}` first or pull with --name",
+            param="model",
+        )
+
+
+def _gguf_labels(info: RepoInfo) -> set[str]:
+    return {
+        (quant_from_name(f.path) or "").upper()
+        for f in info.files
+        if f.path.lower().endswith(".gguf") and not is_projector(f.path)
+    }
+
+
+def _other_hub_hint(text: str, ref: PullRef) -> str:
+    if ref.entry is not None and ref.entry.ms:
+        return f": `kaiyuan pull {text} --hub ms`"
+    return " (ms:ORG/REPO)"
+
+
+def _mirror_hint(text: str, scheme: str, entry: CatalogModel) -> str:
+    """How else to get a catalogue model when its hub cannot be reached."""
+    if scheme == "hf":
+        mirror = "through a Hugging Face mirror (set HF_ENDPOINT to its URL)"
+        if entry.ms:
+            return f"pull it from ModelScope (`kaiyuan pull {text} --hub ms`) or {mirror}"
+        return f"pull it {mirror}"
+    if entry.hf:
+        return f"pull it from Hugging Face (`kaiyuan pull {text}`)"
+    return "try again later"
 
 
 def _check_space(folder: Path, chosen: Plan) -> None:

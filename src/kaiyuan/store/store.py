@@ -16,8 +16,8 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from kaiyuan.errors import InvalidRequest, ModelNotFound
-from kaiyuan.store import bundled
+from kaiyuan.errors import InvalidRequest, ModelNotFound, closest
+from kaiyuan.store import bundled, catalog
 from kaiyuan.store.inspect import (
     detect_format,
     inspect,
@@ -61,12 +61,30 @@ class Store:
                 return record
         record_file = self._dir(model_id) / RECORD if _plausible(model_id) else None
         if record_file is None or not record_file.is_file():
-            raise ModelNotFound(
-                f"model '{model_id}' is not installed; see `kaiyuan models`, or get it with "
-                "`kaiyuan pull hf:ORG/REPO` or `kaiyuan import PATH --name ID`",
-                param="model",
-            )
+            raise ModelNotFound(self._not_installed(model_id), param="model")
         return ModelRecord.load(record_file)
+
+    def _not_installed(self, model_id: str) -> str:
+        """How to fix a model id that is not here: the installed id it is a typo of, or the
+        catalogue model it names (or is a typo of), with its pull command."""
+        message = f"model '{model_id}' is not installed"
+        installed = closest(model_id, [r.id for r in self.list()])
+        if installed:
+            return f"{message}; did you mean '{installed}'?"
+        known = {m.id: m for m in catalog.models()}
+        if model_id in known:
+            # pull by catalogue id installs under that id, so the same name works afterwards
+            return f"{message}; get it with `kaiyuan pull {model_id}`"
+        listed = closest(model_id, known)
+        if listed:
+            return (
+                f"{message}; did you mean '{listed}' (in the catalogue: `kaiyuan pull {listed}`)?"
+            )
+        return (
+            f"{message}; see `kaiyuan models` and `kaiyuan recommend`, or get it with "
+            "`kaiyuan pull NAME` (a catalogue id, family:size or hf:ORG/REPO) or "
+            "`kaiyuan import PATH --name ID`"
+        )
 
     def weights(self, record: ModelRecord) -> Path:
         """The file or folder an engine loads."""

@@ -10,7 +10,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp import _internals as llx
 
-from kaiyuan.engines.base import SamplingParams, TokenLogprob, TopLogprob
+from kaiyuan.engines.base import REPETITION_WINDOW, SamplingParams, TokenLogprob, TopLogprob
 from kaiyuan.errors import InvalidRequest
 
 
@@ -52,7 +52,8 @@ def grammar_chain(vocab: Vocabulary, gbnf: str) -> llx.LlamaSampler:
 
 
 def sampler(vocab: Vocabulary, p: SamplingParams, window: int) -> llx.LlamaSampler:
-    """grammar -> logit bias -> penalties -> top-p -> temperature -> seeded draw (or greedy)."""
+    """grammar -> logit bias -> penalties -> top-k -> top-p -> min-p -> temperature -> seeded
+    draw (or greedy), llama.cpp's own order."""
     # The grammar goes first: later samplers then only see tokens it allows.
     s = grammar_chain(vocab, p.grammar) if p.grammar is not None else llx.LlamaSampler()
     if p.logit_bias:
@@ -61,11 +62,19 @@ def sampler(vocab: Vocabulary, p: SamplingParams, window: int) -> llx.LlamaSampl
         # The window must be explicit: llama.cpp's sampler reads -1 as 0 (= off). Only sampled
         # tokens enter it, so, as in OpenAI's API, the prompt is not penalised.
         s.add_penalties(vocab.size, window, 1.0, p.frequency_penalty, p.presence_penalty)
+    if p.repetition_penalty != 1.0:
+        # a short window of its own: a multiplicative penalty over the whole answer would
+        # punish every common word
+        s.add_penalties(vocab.size, REPETITION_WINDOW, p.repetition_penalty, 0.0, 0.0)
     if p.temperature == 0:
         s.add_greedy()
         return s
+    if p.top_k > 0:
+        s.add_top_k(p.top_k)
     if p.top_p < 1.0:
         s.add_top_p(p.top_p, 1)
+    if p.min_p > 0.0:
+        s.add_min_p(p.min_p, 1)
     s.add_temp(p.temperature)
     s.add_dist(secrets.randbits(32) if p.seed is None else p.seed & 0xFFFFFFFF)
     return s

@@ -16,7 +16,7 @@ from kaiyuan.chat.output import Call, ChoiceOutput, Content, Out, Thought
 from kaiyuan.chat.prompt import Prompt, build
 from kaiyuan.chat.toolcalls import parser_class
 from kaiyuan.config import Settings
-from kaiyuan.engines.base import Delta, Engine, EventStream, SamplingParams, TokenLogprob
+from kaiyuan.engines.base import Delta, Engine, EventStream, TokenLogprob
 from kaiyuan.protocol.openai import ChatCompletion, ChatCompletionRequest, NamedToolChoice
 from kaiyuan.server import generation as gen
 from kaiyuan.server import sse
@@ -43,14 +43,10 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     prompt, constraint = await asyncio.to_thread(_prepare, engine, body, state.settings)
     tokens, media = await _encode(engine, prompt, state.settings)
     max_tokens = gen.resolve_max_tokens(body.requested_max_tokens(), len(tokens), engine.info)
-    base = SamplingParams(
+    base = gen.sampling_params(
+        body,
+        engine.info,
         max_tokens=max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        presence_penalty=body.presence_penalty,
-        frequency_penalty=body.frequency_penalty,
-        stop=body.stop_list(),
-        logit_bias=gen.logit_bias(body.logit_bias, engine.info),
         logprobs=(body.top_logprobs or 0) if body.logprobs else None,
         grammar=constraint,
     )

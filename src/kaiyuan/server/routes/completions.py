@@ -15,7 +15,6 @@ from kaiyuan.engines.base import (
     Delta,
     Engine,
     EventStream,
-    SamplingParams,
     TokenLogprob,
     check_text_fits,
 )
@@ -51,16 +50,7 @@ async def create_completion(body: CompletionRequest, request: Request) -> Any:
     prompts = await asyncio.to_thread(_prompts, raw, engine)
     if body.echo and (body.logprobs is not None or any(text is None for text, _ in prompts)):
         raise InvalidRequest("echo needs text prompts and no logprobs", param="echo")
-    base = SamplingParams(
-        max_tokens=1,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        presence_penalty=body.presence_penalty,
-        frequency_penalty=body.frequency_penalty,
-        stop=body.stop_list(),
-        logit_bias=gen.logit_bias(body.logit_bias, engine.info),
-        logprobs=body.logprobs,
-    )
+    base = gen.sampling_params(body, engine.info, max_tokens=1, logprobs=body.logprobs)
     jobs = []
     for _, tokens in prompts:
         max_tokens = gen.resolve_max_tokens(body.max_tokens, len(tokens), engine.info)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from kaiyuan.engines.pool import EnginePool
-from kaiyuan.errors import ModelNotFound
+from kaiyuan.errors import ModelNotFound, did_you_mean
 from kaiyuan.protocol.openai import Model, ModelList
 from kaiyuan.server.errors import ERROR_RESPONSES
 from kaiyuan.server.routing import ApiRoute
@@ -41,7 +41,9 @@ async def list_models(request: Request) -> ModelList:
 )
 async def get_model(model_id: str, request: Request) -> Model:
     pool: EnginePool = request.app.state.pool
-    for record in pool.records():
+    records = pool.records()
+    for record in records:
         if record.id == model_id:
             return _model(record, pool)
-    raise ModelNotFound(f"model '{model_id}' does not exist", param="model")
+    hint = did_you_mean(model_id, [r.id for r in records])
+    raise ModelNotFound(f"model '{model_id}' does not exist{hint}", param="model")

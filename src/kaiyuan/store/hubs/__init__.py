@@ -13,7 +13,8 @@ def hub_for(scheme: str, settings: Settings) -> Hub:
     if scheme == "hf":
         from kaiyuan.store.hubs.hf import HuggingFace
 
-        return HuggingFace(settings.hf_endpoint, settings.hub_timeout)
+        token = settings.hf_token.get_secret_value() if settings.hf_token else None
+        return HuggingFace(settings.hf_endpoint, settings.hub_timeout, token)
     if scheme == "ms":
         from kaiyuan.store.hubs.ms import ModelScope
 

@@ -13,6 +13,7 @@ import httpx
 from kaiyuan.errors import KaiyuanError
 
 Progress = Callable[[int], None]  # called with the bytes of the file on disk so far
+IMPORT_HINT = "to add a model you already have, use `kaiyuan import PATH --name ID`"
 
 
 class HubUnreachable(KaiyuanError):
@@ -58,10 +59,7 @@ class Hub(abc.ABC):
 
     def unreachable(self, cause: BaseException | None = None) -> HubUnreachable:
         why = f" ({describe(cause)})" if cause is not None else ""
-        return HubUnreachable(
-            f"cannot reach {self.name} at {self.endpoint}{why}; to add a model you "
-            "already have, use `kaiyuan import PATH --name ID`"
-        )
+        return HubUnreachable(f"cannot reach {self.name} at {self.endpoint}{why}; {IMPORT_HINT}")
 
 
 def describe(cause: BaseException) -> str:

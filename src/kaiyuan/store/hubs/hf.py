@@ -19,9 +19,21 @@ class HuggingFace(Hub):
     scheme = "hf"
     name = "Hugging Face"
 
-    def __init__(self, endpoint: str, timeout: float) -> None:
+    def __init__(self, endpoint: str, timeout: float, token: str | None = None) -> None:
+        from huggingface_hub import constants
+
         self.endpoint = endpoint.rstrip("/")
         self.timeout = timeout
+        # With telemetry on, the SDK's user agent fetches huggingface.co/api/agent-harnesses
+        # (its own endpoint, not this one) once a day: a request nobody asked for, and a 3 s
+        # stall where huggingface.co is blocked and a mirror is in use.
+        constants.HF_HUB_DISABLE_TELEMETRY = True
+        # The SDK's own token lookup (env, ~/.cache/huggingface) stays off: kaiyuan's settings
+        # say which token, if any, goes to the hub.
+        self._token: str | bool = token or False
+
+    def __repr__(self) -> str:  # never the token
+        return f"HuggingFace({self.endpoint!r})"
 
     def info(self, repo: str) -> RepoInfo:
         import httpx2
@@ -33,13 +45,14 @@ class HuggingFace(Hub):
         )
 
         try:
-            info = HfApi(endpoint=self.endpoint, token=False).model_info(
+            info = HfApi(endpoint=self.endpoint, token=self._token).model_info(
                 repo, files_metadata=True, timeout=self.timeout
             )
         except GatedRepoError:
             raise ModelNotFound(
-                f"'{repo}' on Hugging Face is gated: accept its licence on the website, "
-                "download it there and use `kaiyuan import`",
+                f"'{repo}' on Hugging Face is gated: accept its licence on the website, then "
+                "set HF_TOKEN to an access token of that account (or download it there and "
+                "use `kaiyuan import`)",
                 param="model",
             ) from None
         except RepositoryNotFoundError:
@@ -78,7 +91,7 @@ class HuggingFace(Hub):
         from huggingface_hub.utils import build_hf_headers
 
         url = hf_hub_url(repo, file.path, revision=revision, endpoint=self.endpoint)
-        headers = build_hf_headers(token=False)
+        headers = build_hf_headers(token=self._token)
         # Compressed transfer would make Range offsets meaningless.
         headers["Accept-Encoding"] = "identity"
         try:
