@@ -124,6 +124,15 @@ def test_the_requests_own_values_win(fake: tuple[ScriptedEngine, httpx.Client]) 
     assert (sent(engine).temperature, sent(engine).top_p, sent(engine).max_tokens) == (1.5, 1.0, 7)
     assert client.post("/v1/chat/completions", json={**body, "temperature": 0}).is_success
     assert sent(engine).temperature == 0.0
+    # vLLM's sampling extensions, as clients send them through extra_body
+    extensions = {"top_k": 2, "min_p": 0.0, "repetition_penalty": 1.0}
+    assert client.post("/v1/chat/completions", json={**body, **extensions}).is_success
+    p = sent(engine)
+    assert (p.top_k, p.min_p, p.repetition_penalty) == (2, 0.0, 1.0)
+    assert client.post("/v1/chat/completions", json={**body, "top_k": -1}).is_success
+    assert sent(engine).top_k == 0  # vLLM's -1: off
+    bad = client.post("/v1/chat/completions", json={**body, "repetition_penalty": 0})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "repetition_penalty"
 
 
 def test_a_default_length_never_fails_a_long_prompt(

@@ -229,7 +229,9 @@ class Settings(BaseSettings):
         "off by default, so a page or a model cannot make kaiyuan reach this machine.",
     )
     agent_max_steps: int = Field(8, ge=1, le=100, description="Model calls per agent run.")
-    agent_max_seconds: float = Field(300.0, gt=0, description="Seconds per agent run.")
+    agent_max_seconds: float = Field(
+        300.0, gt=0, description="Seconds one agent run may take in all (starting the model too)."
+    )
     agent_max_tokens: int = Field(
         1024, ge=16, description="Tokens the model may write in one agent step."
     )

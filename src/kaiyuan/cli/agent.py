@@ -8,14 +8,20 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+from rich.console import Console
+from rich.progress import Progress, ProgressColumn, SpinnerColumn, Task, TextColumn
+from rich.text import Text
 
 from kaiyuan.agent.mcp import SEPARATOR
 from kaiyuan.config import Settings
 from kaiyuan.errors import InvalidRequest
 from kaiyuan.tools import base
+
+if TYPE_CHECKING:  # the loop imports openai: only the agent command needs it
+    from kaiyuan.agent.loop import AnswerEvent, ToolCallEvent, ToolResultEvent, TurnStarted
 
 DEFAULT_TOOLS = ("search", "fetch", "code", "files")
 
@@ -29,49 +35,194 @@ def run_agent(
     tools: str | None,
     require_tool: bool = False,
 ) -> None:
+    """Run the agent on ``task``: progress on standard error as it goes, the answer and its
+    sources on standard output. ``agent_max_seconds`` bounds everything from here on,
+    starting the model included."""
     import openai
 
-    from kaiyuan.agent.loop import Agent, AnswerEvent, ToolCallEvent, ToolResultEvent
+    from kaiyuan.agent.loop import Agent, ToolCallEvent, ToolResultEvent, strip_markup
     from kaiyuan.agent.mcp import load_tools
     from kaiyuan.agent.traces import Traces
-    from kaiyuan.cli.chat import _base_url, _default_model, embedded_server
+    from kaiyuan.cli.chat import ChatError, _base_url, _default_model, embedded_server
 
+    started = time.monotonic()
     names = [t.strip() for t in (tools or ",".join(DEFAULT_TOOLS)).split(",") if t.strip()]
     chosen = [base.builtin(name) for name in names if not name.startswith("mcp:")]
     servers = [n.removeprefix("mcp:") for n in names if n.startswith("mcp:")]
     if tools is None:
         servers = list(settings.mcp_servers)  # by default every configured MCP server
-    if servers:
-        chosen += asyncio.run(load_tools(settings, servers))
     if url is None and model is not None:
         settings = settings.model_copy(update={"models": [model]})
     endpoint = contextlib.nullcontext(_base_url(url)) if url else embedded_server(settings)
-    with Traces(settings.home) as traces, endpoint as base_url:
-        model = model or _default_model(openai.OpenAI(base_url=base_url, api_key="kaiyuan"))
-        client = openai.AsyncOpenAI(base_url=base_url, api_key="kaiyuan", max_retries=1)
-        agent = Agent(client, model, chosen, settings, traces=traces, confirm=_ask,
-                      tool_choice="required" if require_tool else "auto")  # fmt: skip
+    with Reporter(started, settings.agent_max_seconds) as reporter:
+        if servers:
+            chosen += asyncio.run(load_tools(settings, servers))
+        with Traces(settings.home) as traces, endpoint as base_url:
+            if model is None:
+                left = max(1.0, started + settings.agent_max_seconds - time.monotonic())
+                lister = openai.OpenAI(base_url=base_url, api_key="kaiyuan", timeout=left,
+                                       max_retries=0)  # fmt: skip
+                try:
+                    model = _default_model(lister)
+                except openai.APIConnectionError:
+                    raise ChatError(f"cannot reach the model server at {base_url}") from None
+            client = openai.AsyncOpenAI(base_url=base_url, api_key="kaiyuan", max_retries=1)
+            agent = Agent(client, model, chosen, settings, traces=traces, confirm=reporter.ask,
+                          tool_choice="required" if require_tool else "auto",
+                          on_turn=reporter.turn)  # fmt: skip
 
-        async def drive() -> AnswerEvent | None:
-            final = None
-            async for event in agent.run(task):
-                if isinstance(event, ToolCallEvent):
-                    click.echo(f"→ {event.name} {event.arguments}", err=True)
-                elif isinstance(event, ToolResultEvent):
-                    click.echo(f"← {event.name}: {_summary(event)}", err=True)
-                else:
-                    final = event
-            return final
+            async def drive() -> AnswerEvent | None:
+                final = None
+                try:
+                    async for event in agent.run(task, started=started):
+                        if isinstance(event, ToolCallEvent):
+                            reporter.call(event)
+                        elif isinstance(event, ToolResultEvent):
+                            reporter.result(event)
+                        else:
+                            final = event
+                finally:
+                    await client.close()
+                return final
 
-        answer = asyncio.run(drive())
-    if answer is None:
-        return
-    click.echo(answer.text)
-    for source in answer.citations:
-        click.echo(f"[{source.ref}] {source.title} — {source.url}")
-    if answer.stop_reason:
-        click.echo(f"(stopped: {answer.stop_reason})", err=True)
+            answer = asyncio.run(drive())
+            reporter.close()
+            # Printed before the in-process server stops, which waits for an engine to finish
+            # the batch it is computing (seconds on a slow CPU when the run was cut off).
+            if answer is not None:
+                text = strip_markup(answer.text, [t.name for t in chosen])
+                _print(answer, text, reporter.step, reporter.seconds(), settings)
+
+
+def _print(answer: AnswerEvent, text: str, steps: int, seconds: float, settings: Settings) -> None:
+    """``text``: the answer as shown, without tool-call markup."""
+    if text:
+        click.echo(text)
+        for source in answer.citations:
+            if f"[{source.ref}]" in text:
+                click.echo(f"[{source.ref}] {source.title} — {source.url}")
+    else:
+        click.echo(_no_answer(answer.stop_reason, steps, settings), err=True)
+    if answer.stop_reason in STOPS:
+        click.echo(f"stopped after {seconds:.1f} s: {_stop(answer.stop_reason, settings)}",
+                   err=True)  # fmt: skip
     click.echo(f"trace: {answer.run_id}", err=True)
+
+
+STOPS = {
+    "max_seconds": "out of time (--max-seconds {seconds:g})",
+    "max_steps": "out of steps (--max-steps {steps})",
+    "max_tokens": "the answer reached the token limit (agent_max_tokens: {tokens})",
+    "max_tool_calls": "the limit on tool calls was reached",
+}
+WRAP_UPS = {
+    "max_seconds": "time is nearly up",
+    "max_steps": "out of steps",
+    "max_tool_calls": "the limit on tool calls is reached",
+}
+
+
+def _stop(reason: str, settings: Settings) -> str:
+    return STOPS[reason].format(seconds=settings.agent_max_seconds,
+                                steps=settings.agent_max_steps,
+                                tokens=settings.agent_max_tokens)  # fmt: skip
+
+
+def _no_answer(reason: str | None, steps: int, settings: Settings) -> str:
+    """One readable line for a run that ends without an answer (nothing, or only tool-call
+    markup, which is not shown)."""
+    turns = f"{steps} step{'' if steps == 1 else 's'}"
+    if reason == "max_seconds":
+        return (
+            f"the model gave no answer within {settings.agent_max_seconds:g} s ({turns}); "
+            "allow more time (--max-seconds) or try a bigger model: kaiyuan recommend"
+        )
+    return f"the model gave no answer in {turns}; try a bigger model: kaiyuan recommend"
+
+
+class _Clock(ProgressColumn):
+    """The seconds since the run started, against its limit."""
+
+    def __init__(self, started: float, limit: float) -> None:
+        super().__init__()
+        self.started, self.limit = started, limit
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{time.monotonic() - self.started:.0f} s of {self.limit:g} s", style="dim")
+
+
+class Reporter:
+    """The run as it goes, on standard error (standard output carries only the answer): a
+    line per model turn, tool call and tool result, with the step and the seconds since the
+    start, whatever standard error is; on a terminal, also a spinner under them with what is
+    being waited for and the time against the limit."""
+
+    def __init__(self, started: float, limit: float) -> None:
+        self.console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+        self.started = started
+        self.step = 0
+        self.live: Progress | None = None
+        if self.console.is_terminal:
+            self.live = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                                 _Clock(started, limit), console=self.console,
+                                 transient=True, redirect_stdout=False)  # fmt: skip
+            self.task = self.live.add_task("starting", total=None)
+
+    def __enter__(self) -> Reporter:
+        if self.live is not None:
+            self.live.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the spinner (before anything is printed on standard output)."""
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def line(self, text: str, waiting: str) -> None:
+        self.console.print(f"step {self.step} · {self.seconds():.1f} s · {text}", markup=False)
+        if self.live is not None:
+            self.live.update(self.task, description=f"step {self.step}: {waiting}")
+
+    def turn(self, turn: TurnStarted) -> None:
+        self.step = turn.step
+        if turn.wrap_up is None:
+            self.line("asking the model", "waiting for the model")
+        else:
+            why = WRAP_UPS.get(turn.wrap_up, turn.wrap_up)
+            self.line(f"{why}: asking for an answer from what was found",
+                      "waiting for the answer")  # fmt: skip
+
+    def call(self, event: ToolCallEvent) -> None:
+        self.line(f"→ {event.name} {_short(event.arguments)}", f"running {event.name}")
+
+    def result(self, event: ToolResultEvent) -> None:
+        self.line(f"← {event.name}: {_summary(event)}", "working")
+
+    async def ask(self, name: str, arguments: dict[str, Any]) -> bool:
+        """Confirm a tool with side effects, the spinner paused while the question is open."""
+        if self.live is not None:
+            self.live.stop()
+        try:
+            return await _ask(name, arguments)
+        finally:
+            if self.live is not None:
+                self.live.start()
+
+
+def _short(arguments: str, width: int = 100) -> str:
+    """A tool's arguments on one line, cut to ``width`` characters."""
+    try:
+        text = json.dumps(json.loads(arguments), ensure_ascii=False)
+    except ValueError:
+        text = " ".join(arguments.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 async def _ask(name: str, arguments: dict[str, Any]) -> bool:

@@ -139,6 +139,10 @@ class SamplingFields(_Request):
     # None: the model's recommended value (`kaiyuan show MODEL`), else OpenAI's 1.0
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
+    # vLLM's and llama.cpp's sampling extensions (extra_body); -1 is vLLM's "off" for top_k
+    top_k: int | None = Field(None, ge=-1, le=1_000_000)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    repetition_penalty: float | None = Field(None, gt=0.0, le=2.0)
     n: int = Field(1, ge=1, le=128)
     stop: Stop | None = None
     seed: int | None = None

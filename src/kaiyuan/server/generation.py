@@ -69,9 +69,9 @@ def sampling_params(body: SamplingFields, info: ModelInfo, **fields: Any) -> Sam
     return SamplingParams(
         temperature=pick(body.temperature, d.temperature, 1.0),
         top_p=pick(body.top_p, d.top_p, 1.0),
-        top_k=pick(None, d.top_k, 0),
-        min_p=pick(None, d.min_p, 0.0),
-        repetition_penalty=pick(None, d.repetition_penalty, 1.0),
+        top_k=max(pick(body.top_k, d.top_k, 0), 0),
+        min_p=pick(body.min_p, d.min_p, 0.0),
+        repetition_penalty=pick(body.repetition_penalty, d.repetition_penalty, 1.0),
         presence_penalty=body.presence_penalty,
         frequency_penalty=body.frequency_penalty,
         stop=body.stop_list(),

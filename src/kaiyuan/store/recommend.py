@@ -47,13 +47,22 @@ class Option:
         return f"kaiyuan pull {self.model.id}{suffix}"
 
 
+# Newer families do more per parameter (their own published benchmarks: Qwen3-1.7B matches
+# Qwen2.5-3B; SmolLM2-1.7B trails Qwen2.5-1.5B), so size alone would pick the older model.
+FAMILY_WEIGHT = {
+    "qwen3": 1.6, "qwen3-moe": 1.6, "qwen2.5": 1.25, "qwen2.5-coder": 1.25, "qwen2.5-vl": 1.25,
+    "deepseek-r1-distill": 1.1, "gemma3": 1.2, "llama3.2": 1.0, "llama3.1": 1.0,
+    "smollm2": 0.7,
+}  # fmt: skip
+
+
 def quality(model: CatalogModel) -> float:
-    """Parameters in billions, the measure of "best" (a mixture of experts counts as the
-    geometric mean of its total and active parameters)."""
+    """Parameters in billions weighed by the family's generation, the measure of "best" (a
+    mixture of experts counts as the geometric mean of its total and active parameters)."""
     total = model.params_b or 0.0
     if model.active_params_b:
-        return math.sqrt(total * model.active_params_b)
-    return total
+        total = math.sqrt(total * model.active_params_b)
+    return total * FAMILY_WEIGHT.get(model.family, 1.0)
 
 
 def tok_s(model: CatalogModel, size_gb: float, bandwidth: float | None) -> float | None:
