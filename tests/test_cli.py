@@ -436,7 +436,12 @@ def test_serve_startup_says_models_urls_store_and_the_demo_note(tmp_path: Path) 
     # (an activated virtualenv), else the path the server was started by.
     on_path = shutil.which("kaiyuan")
     me = "kaiyuan" if on_path and Path(on_path).resolve() == Path(KAIYUAN).resolve() else KAIYUAN
-    assert f"For real use: `{me} recommend`, then `{me} pull <pick>`" in log
+    from kaiyuan.store.recommend import pick_here
+
+    chosen = pick_here("chat", home / "cache")  # the bandwidth the server measured and cached
+    pick = chosen.model.id if chosen else "<pick>"
+    assert f"For real use: `{me} pull {pick}` (`{me} recommend` picks it" in log
+    assert f"then `{me} serve -m {pick}`" in log
 
 
 def test_startup_lines_drop_the_demo_note_when_a_real_model_is_served() -> None:

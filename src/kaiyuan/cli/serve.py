@@ -63,7 +63,9 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started and self.servers and self.servers[0].sockets:
-            self._on_started(self.servers[0].sockets[0].getsockname()[1])
+            port = self.servers[0].sockets[0].getsockname()[1]
+            # off the loop: naming a pick may measure memory bandwidth once (under a second)
+            await asyncio.to_thread(self._on_started, port)
 
 
 def startup_text(settings: Settings, pool: EnginePool, port: int) -> str:
@@ -95,13 +97,22 @@ def startup_text(settings: Settings, pool: EnginePool, port: int) -> str:
     chat = {r.id for r in records if "chat" in r.capabilities}
     if chat == {DEFAULT_MODEL}:
         me = command_name()
+        pick = chat_pick(settings) or "<pick>"
         lines += [
             f"  note      {DEFAULT_MODEL} is a small offline demo (135M parameters): it shows "
             "the API works, not what a real model can do.",
-            f"            For real use: `{me} recommend`, then `{me} pull <pick>` and "
-            f"`{me} serve -m <pick>`.",
+            f"            For real use: `{me} pull {pick}` (`{me} recommend` picks it for this "
+            f"machine), then `{me} serve -m {pick}`.",
         ]
     return "\n".join(lines)
+
+
+def chat_pick(settings: Settings) -> str | None:
+    """The catalogue id `kaiyuan recommend` picks for chat on this machine, if any."""
+    from kaiyuan.store import recommend
+
+    chosen = recommend.pick_here("chat", settings.home / "cache")
+    return chosen.model.id if chosen else None
 
 
 def command_name() -> str:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
+from kaiyuan import machine
 from kaiyuan.store import catalog
 from kaiyuan.store.catalog import CatalogModel
 
@@ -138,6 +140,14 @@ def pick(task: str, memory: int, bandwidth: float | None, *, gpu: bool = False) 
         return max(usable, key=lambda o: (quality(o.model), o.size_gb))
     everything = [o for opts in candidates for o in opts]
     return max(everything, key=lambda o: (o.tok_s or 0.0, quality(o.model)))
+
+
+def pick_here(task: str, cache_dir: Path | None) -> Option | None:
+    """``pick`` for this machine (its memory, GPUs and measured bandwidth, cached in
+    ``cache_dir``)."""
+    here = machine.this_machine()
+    bandwidth = machine.memory_bandwidth(cache_dir)
+    return pick(task, machine.model_memory(here), bandwidth, gpu=bool(here.gpus))
 
 
 def smallest(task: str) -> CatalogModel | None:
