@@ -27,6 +27,17 @@ $(VENV)/.installed: pyproject.toml | system-deps
 	$(BIN)/python -m pip install -q -e ".[transformers,agent,diffusion,eval]"
 	touch $@
 
+# A core install, no extras, for tests/test_core_install.py (`pip install kaiyuan` must serve).
+# Rebuilt whole when pyproject.toml changes, so a dropped dependency does not linger; its
+# wheels come from pip's cache (llama-cpp-python's was built by the main install): ~30 s.
+CORE_VENV := .venv-core
+$(CORE_VENV)/.installed: pyproject.toml | $(VENV)/.installed
+	rm -rf $(CORE_VENV)
+	$(PYTHON) -m venv $(CORE_VENV)
+	$(CORE_VENV)/bin/python -m pip install -q --upgrade "pip>=25.1"
+	$(CORE_VENV)/bin/python -m pip install -q -e .
+	touch $@
+
 $(VENV)/.dev-installed: $(VENV)/.installed
 	$(BIN)/python -m pip install -q --group dev
 	touch $@
@@ -51,12 +62,13 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
-test: $(VENV)/.dev-installed $(CONVERTER)/.ready $(EVAL_WHEEL) lint
+test: $(VENV)/.dev-installed $(CORE_VENV)/.installed $(CONVERTER)/.ready $(EVAL_WHEEL) lint
 	$(BIN)/python -m pytest -q -ra
 
 bench: install
 	$(BIN)/python benchmarks/serve_overhead.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(CORE_VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -52,8 +52,10 @@ class KaiyuanServer:
         args: list[str] | None = None,
         startup: float = 90,
         env: dict[str, str] | None = None,
+        executable: str = KAIYUAN,
     ):
         self.env = env or {}
+        self.executable = executable
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.home = home
@@ -66,7 +68,7 @@ class KaiyuanServer:
         env = {**os.environ, "KAIYUAN_HOME": str(self.home), **self.env}
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [KAIYUAN, "serve", "--port", str(self.port), *self.args],
+            [self.executable, "serve", "--port", str(self.port), *self.args],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -24,9 +24,9 @@ from kaiyuan.agent.loop import (
     SYSTEM,
     WRAP_UP,
     Agent,
+    AgentEvent,
     AnswerEvent,
     Confirm,
-    Event,
     Source,
     ToolCallEvent,
     ToolResultEvent,
@@ -79,13 +79,13 @@ class Rig:
         context_length: int = CONTEXT,
         on_turn: Callable[[TurnStarted], None] | None = None,
         **overrides: Any,
-    ) -> list[Event]:
+    ) -> list[AgentEvent]:
         self.engine = ScriptedEngine(MODEL, replies=replies, context_length=context_length)
         settings = Settings(home=self.home, **{"agent_max_tokens": 256, **overrides})
         app = create_app(Settings(home=self.home), EnginePool([self.engine]))
         with serve_app(app) as url:
 
-            async def drive() -> list[Event]:
+            async def drive() -> list[AgentEvent]:
                 client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
                 try:
                     agent = Agent(client, MODEL, tools, settings, traces=self.traces,
@@ -113,7 +113,7 @@ def rig() -> Iterator[Rig]:
     traces.close()
 
 
-def answer_of(events: list[Event]) -> AnswerEvent:
+def answer_of(events: list[AgentEvent]) -> AnswerEvent:
     assert events, "the run yielded nothing"
     final = events[-1]
     assert isinstance(final, AnswerEvent), events
@@ -121,7 +121,7 @@ def answer_of(events: list[Event]) -> AnswerEvent:
     return final
 
 
-def kinds(events: list[Event]) -> list[str]:
+def kinds(events: list[AgentEvent]) -> list[str]:
     return [type(e).__name__ for e in events]
 
 
@@ -253,7 +253,10 @@ def test_code_tool_run_events_prompts_and_trace(rig: Rig) -> None:
     assert "<tool_data>" not in first
     blocks = data_blocks(second)
     assert len(blocks) == 1, second
-    assert json.loads(blocks[0])["stdout"] == "42\n"
+    shown = json.loads(blocks[0])
+    assert shown["stdout"] == "42\n"
+    # no wall time: it would make two runs of one program prompt the model differently
+    assert set(shown) == {"exit_code", "signal", "timed_out", "stdout", "stderr", "files"}
     assert f"Result of the tool `code`. {NOTICE}" in second
     assert second.index(NOTICE) < second.index("<tool_data>")
     # Every step asked for the configured number of tokens.

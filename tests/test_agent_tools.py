@@ -21,9 +21,9 @@ from kaiyuan.config import Settings, load_settings
 from kaiyuan.docs import ingest
 from kaiyuan.docs.index import RRF_K, DocIndex, Hit
 from kaiyuan.errors import InvalidRequest
+from kaiyuan.net.fetch import FetchRefused
 from kaiyuan.tools import base
 from kaiyuan.tools.base import ToolFailed
-from kaiyuan.tools.fetch import FetchRefused
 from tests.harness import KAIYUAN, LocalWeb, Route
 
 pytestmark = pytest.mark.slow

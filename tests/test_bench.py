@@ -67,8 +67,11 @@ def test_sequential_level_measures_the_scripted_timing() -> None:
     assert set(ttft) == set(tpot) == set(itl) == PERCENTILE_KEYS
     assert ttft["p50"] > 0
     assert ttft["p50"] >= 0.5 * DELAY  # the first piece is itself delayed
-    assert 0.5 * DELAY <= tpot["p50"] <= 3 * DELAY
-    assert 0.5 * DELAY <= itl["p50"] <= 3 * DELAY
+    # lower bounds from the engine's sleeps (halved: the client may read two pieces at once);
+    # upper ones from the same requests' latencies, so a loaded machine that stretches every
+    # sleep cannot fail them
+    assert 0.5 * DELAY <= tpot["p50"] <= level["latency"]["p50"] / (PIECES - 1)
+    assert 0.5 * DELAY <= itl["p50"] <= level["latency"]["p50"]
     assert ttft["p50"] <= ttft["p90"] <= ttft["p99"]
     assert level["latency"]["p50"] >= 0.8 * PIECES * DELAY
 
@@ -98,7 +101,7 @@ def test_concurrent_level_overlaps_requests() -> None:
     assert level["busy_seconds"] < 0.6 * 8 * single
     assert level["busy_seconds"] >= 0.8 * 2 * PIECES * DELAY
     assert level["output_tokens_per_second"] == pytest.approx(8 * PIECES / level["busy_seconds"])
-    assert 0.5 * DELAY <= level["tpot"]["p50"] <= 3 * DELAY
+    assert 0.5 * DELAY <= level["tpot"]["p50"] <= single / (PIECES - 1)
 
 
 def test_run_measures_each_level_in_order() -> None:

@@ -15,15 +15,9 @@ from typing import Any
 
 import pytest
 
+from kaiyuan.chat.guard import GUARD_CLOSE, GUARD_OPEN, guard_text, split_guarded
 from kaiyuan.chat.prompt import build
-from kaiyuan.engines.base import (
-    GUARD_CLOSE,
-    GUARD_OPEN,
-    Engine,
-    ModelInfo,
-    guard_text,
-    split_guarded,
-)
+from kaiyuan.engines.base import Engine, ModelInfo
 from kaiyuan.protocol.openai import ChatCompletionRequest
 from tests.conftest import MODEL
 from tests.harness import KaiyuanServer

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from kaiyuan.tools.fetch import MAX_REDIRECTS, FetchFailed, FetchRefused, fetch, public
+from kaiyuan.net.fetch import MAX_REDIRECTS, FetchFailed, FetchRefused, fetch, public
 
 PUBLIC_IP = ipaddress.ip_address("127.0.0.2")
 

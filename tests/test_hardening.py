@@ -84,9 +84,9 @@ class Probe:
 
 
 # The figure the issue asks for is 100 ms at p99; benchmarks/hardening.py records it. The test
-# allows more so a busy shared machine cannot fail it, and still catches a blocked loop (which
-# stalled /health for 3.5 to 35 s).
-HEALTH_P99 = 0.5
+# allows far more so a loaded 2-core machine cannot fail it, and still catches a blocked loop
+# (which stalled /health for 3.5 to 35 s).
+HEALTH_P99 = 2.0
 
 
 def chat(server: KaiyuanServer, **body: Any) -> httpx.Response:

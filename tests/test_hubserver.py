@@ -1,7 +1,9 @@
 """The hub stand-in (tests/hubserver.py) driven by the REAL huggingface_hub and modelscope SDKs.
 
-Everything talks to 127.0.0.1 only (enforced by a socket guard). Retry back-off sleeps are
-recorded instead of slept where a test measures an SDK's give-up time, so the file stays fast.
+Only what kaiyuan's pull tests rely on: the tiny models parse, and the stand-in answers both
+SDKs as the real hubs do (metadata, listings, error types, ranges, resumes, digests). How the
+SDKs themselves give up on an unreachable endpoint is theirs to test, not kaiyuan's.
+Everything talks to 127.0.0.1 only (enforced by a socket guard).
 """
 
 from __future__ import annotations
@@ -34,31 +36,9 @@ Q4 = "tiny-Q4_K_M.gguf"
 Q8 = "tiny-Q8_0.gguf"
 SD_SUBSET = ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors"]
 
-# What each give-up measurement found; printed at the end of the module (pytest -s shows it).
-OFFLINE: dict[str, str] = {}
-
 
 def sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class _SleepRecorder:
-    """Stands in for a module's ``time``: ``sleep`` is recorded, not slept."""
-
-    def __init__(self) -> None:
-        self.slept: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(float(seconds))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,37 +91,17 @@ def _sdk_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(modelscope_hub.config, "_default_config", None)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _report_offline() -> Iterator[None]:
-    yield
-    if OFFLINE:
-        print("\nunreachable-endpoint behaviour:")
-        for name, line in OFFLINE.items():
-            print(f"  {name}: {line}")
-
-
-def _record_offline(name: str, exc: BaseException, elapsed: float, slept: float) -> None:
-    cause = exc.__cause__ or exc.__context__
-    chain = f" (from {type(cause).__module__}.{type(cause).__name__})" if cause else ""
-    OFFLINE[name] = (
-        f"{type(exc).__module__}.{type(exc).__name__}{chain} after {elapsed:.2f}s"
-        f" + {slept:.1f}s of back-off sleeps = {elapsed + slept:.1f}s"
-    )
-
-
 # --------------------------------------------------------------------------------------------
 # tiny models
 # --------------------------------------------------------------------------------------------
 
 
-def test_tiny_gguf_is_valid_and_fast(tmp_path: Path) -> None:
+def test_tiny_gguf_is_valid(tmp_path: Path) -> None:
     from gguf import GGUFReader, LlamaFileType
 
-    start = time.perf_counter()
     path = tinymodels.write_tiny_gguf(
         tmp_path / "m.gguf", arch="qwen2", name="Tiny", n_ctx=1234, file_type="Q4_K_M"
     )
-    assert time.perf_counter() - start < 1
     reader = GGUFReader(str(path))
     fields = {k: f.contents() for k, f in reader.fields.items()}
     assert path.read_bytes()[:4] == tinymodels.GGUF_MAGIC
@@ -165,11 +125,9 @@ def test_broken_ggufs_are_rejected(tmp_path: Path) -> None:
 
 
 def test_tiny_hf_model_and_pipeline(tmp_path: Path) -> None:
-    start = time.perf_counter()
     folder = tinymodels.write_tiny_hf_model(tmp_path / "m", max_position_embeddings=777)
     sharded = tinymodels.write_tiny_hf_model(tmp_path / "s", shards=2)
     pipe = tinymodels.write_tiny_diffusers_pipeline(tmp_path / "p")
-    assert time.perf_counter() - start < 1
 
     config = json.loads((folder / "config.json").read_text())
     assert config["architectures"] == ["Qwen2ForCausalLM"]
@@ -193,29 +151,6 @@ def test_tiny_hf_model_and_pipeline(tmp_path: Path) -> None:
     assert tok.encode("<|im_start|>hello world<|im_end|>").tokens[0] == "<|im_start|>"
     st = pytest.importorskip("safetensors.numpy")
     assert "lm_head.weight" in st.load_file(str(folder / "model.safetensors"))
-
-
-def test_fallback_writers_match_the_libraries(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Without safetensors/tokenizers installed, the hand-written files still load."""
-    import numpy as np
-
-    st = pytest.importorskip("safetensors.numpy")
-    tokenizers = pytest.importorskip("tokenizers")
-    monkeypatch.setitem(__import__("sys").modules, "safetensors.numpy", None)
-    monkeypatch.setitem(__import__("sys").modules, "tokenizers", None)
-    path = tinymodels.save_safetensors(
-        {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(3, np.float16)},
-        tmp_path / "x.safetensors",
-    )
-    text = tinymodels.tokenizer_json(tinymodels._tiny_vocab(32))
-    monkeypatch.undo()
-    loaded = st.load_file(str(path))
-    assert loaded["a"].tolist() == [[0, 1, 2], [3, 4, 5]]
-    assert loaded["b"].dtype == np.float16
-    tok = tokenizers.Tokenizer.from_str(text)
-    assert tok.encode("hello <|im_end|>").tokens == ["hello", "<|im_end|>"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,18 +186,6 @@ def test_ranges_and_errors_over_plain_http(hub: HubServer) -> None:
     start = time.perf_counter()
     httpx.head(url)
     assert time.perf_counter() - start >= 0.1
-
-
-def test_only_loopback_traffic_is_allowed() -> None:
-    from huggingface_hub import HfApi
-
-    with pytest.raises(AssertionError, match="tried to resolve"):
-        HfApi(endpoint="https://huggingface.co", token=False).model_info(TINY_GGUF)
-    with pytest.raises(AssertionError, match=r"tried to (resolve|reach)"):
-        socket.create_connection(("10.255.255.1", 80), timeout=0.1)
-    sock = socket.socket()
-    with sock, pytest.raises(AssertionError, match="tried to reach"):
-        sock.connect(("10.255.255.1", 80))
 
 
 # --------------------------------------------------------------------------------------------
@@ -453,40 +376,6 @@ def test_hf_corrupt_file_is_only_caught_by_comparing_digests(
     assert report.missing_paths == ["README.md", Q8]
 
 
-def test_hf_unreachable_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import httpx2
-    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-    from huggingface_hub.utils import _http
-
-    url = f"http://127.0.0.1:{free_port()}"
-    kwargs: dict[str, Any] = dict(cache_dir=tmp_path / "cache", endpoint=url, token=False)
-
-    start = time.perf_counter()
-    with pytest.raises(httpx2.ConnectError) as info_err:
-        HfApi(endpoint=url, token=False).model_info(TINY_GGUF, files_metadata=True)
-    _record_offline("hf model_info", info_err.value, time.perf_counter() - start, 0)
-
-    start = time.perf_counter()
-    with pytest.raises(LocalEntryNotFoundError) as snap_err:
-        snapshot_download(TINY_GGUF, local_dir=tmp_path / "snap", **kwargs)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 5
-    assert isinstance(snap_err.value.__cause__, httpx2.ConnectError)
-    _record_offline("hf snapshot_download", snap_err.value, elapsed, 0)
-
-    recorder = _SleepRecorder()
-    monkeypatch.setattr(_http, "time", recorder)
-    start = time.perf_counter()
-    with pytest.raises(LocalEntryNotFoundError) as dl_err:
-        hf_hub_download(TINY_GGUF, Q4, local_dir=tmp_path / "one", **kwargs)
-    elapsed = time.perf_counter() - start
-    assert isinstance(dl_err.value.__cause__, httpx2.ConnectError)
-    assert recorder.slept == [1, 2, 4, 8, 8]  # http_backoff: 5 retries, capped at 8 s
-    assert elapsed + sum(recorder.slept) < 60
-    _record_offline("hf hf_hub_download", dl_err.value, elapsed, sum(recorder.slept))
-
-
 # --------------------------------------------------------------------------------------------
 # ModelScope (modelscope 1.40.2 over modelscope_hub 0.5.1)
 # --------------------------------------------------------------------------------------------
@@ -675,54 +564,3 @@ def test_ms_corrupt_file_fails_the_digest_check(
     assert sha256(path) != next(
         f.sha256 for f in hub.repo_files(TINY_MODEL) if f.path == "config.json"
     )
-
-
-def test_ms_unreachable_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from modelscope.hub.api import HubApi
-    from modelscope.hub.file_download import model_file_download
-    from modelscope.hub.snapshot_download import snapshot_download
-    from modelscope_hub import _download, _legacy_api, _openapi
-    from modelscope_hub._download_control import _DownloadControl
-    from modelscope_hub.errors import NetworkError
-
-    url = f"http://127.0.0.1:{free_port()}"
-    recorder = _SleepRecorder()
-    monkeypatch.setattr(_openapi, "time", recorder)
-    monkeypatch.setattr(_legacy_api, "time", recorder)
-    monkeypatch.setattr(_DownloadControl, "sleep", lambda self, s: recorder.sleep(s))
-
-    cases = {
-        "ms HubApi.get_model": lambda: HubApi(endpoint=url).get_model(TINY_GGUF),
-        "ms snapshot_download": lambda: snapshot_download(
-            TINY_GGUF, local_dir=str(tmp_path / "s"), cache_dir=str(tmp_path / "c"), endpoint=url
-        ),
-        "ms model_file_download": lambda: model_file_download(
-            TINY_GGUF,
-            Q4,
-            revision="master",
-            local_dir=str(tmp_path / "f"),
-            cache_dir=str(tmp_path / "c"),
-            endpoint=url,
-        ),
-    }
-    for name, call in cases.items():
-        recorder.slept.clear()
-        start = time.perf_counter()
-        with pytest.raises(NetworkError) as err:
-            call()
-        elapsed = time.perf_counter() - start
-        assert isinstance(err.value, ConnectionError)
-        assert elapsed + sum(recorder.slept) < 60, name
-        _record_offline(name, err.value, elapsed, sum(recorder.slept))
-
-    # The retry budgets are module globals (env vars only count at import); shrunk, all three
-    # give up at once.
-    monkeypatch.setattr(_openapi, "API_MAX_RETRIES", 1)
-    monkeypatch.setattr(_legacy_api, "REPO_TREE_PAGE_MAX_ATTEMPTS", 1)
-    monkeypatch.setattr(_download, "DOWNLOAD_RETRY_TIMES", 0)
-    for name, call in cases.items():
-        recorder.slept.clear()
-        start = time.perf_counter()
-        with pytest.raises(NetworkError):
-            call()
-        assert time.perf_counter() - start < 5 and sum(recorder.slept) == 0, name

@@ -30,7 +30,7 @@ from kaiyuan.errors import InvalidRequest, ModelNotFound
 from kaiyuan.store import bundled, catalog
 from kaiyuan.store.catalog import CatalogModel
 from kaiyuan.store.hubs.base import DigestMismatch, HubUnreachable
-from kaiyuan.store.inspect import PICKLE_SUFFIXES, InvalidModel, manifest_digest
+from kaiyuan.store.inspection import PICKLE_SUFFIXES, InvalidModel, manifest_digest
 from kaiyuan.store.pull import NotEnoughSpace, pull
 from kaiyuan.store.records import ModelRecord
 from kaiyuan.store.store import Store

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -475,6 +476,46 @@ def test_t8_unknown_route_and_wrong_method_give_the_envelope(real: KaiyuanServer
         assert_envelope(client.get(f"/v1/models/{'x' * 300}"), 404, "model_not_found")
 
 
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        # one path segment: the route hands it to the guard, which must refuse it
+        ("..", ".."),
+        ("%2e%2e", ".."),
+        ("%2E%2E", ".."),
+        ("..%5csecret.png", "..\\secret.png"),
+        ("secret.txt", "secret.txt"),  # a file in the media folder kaiyuan did not write
+        # more than one segment, raw or encoded: no route takes it; it must not reach the file
+        ("../secret.png", None),
+        ("..%2fsecret.png", None),
+        ("%2e%2e%2fsecret.png", None),
+        ("%2e%2e/%2e%2e/etc/passwd", None),
+        ("../../etc/passwd", None),
+    ],
+)
+def test_t8_media_path_traversal_sent_raw_is_refused(
+    tmp_path: Path, path: str, name: str | None
+) -> None:
+    """GET /v1/media/NAME with the path as written: HTTP clients (httpx, browsers) remove
+    ``..`` segments before sending, so only a bare socket shows what the server does."""
+    media = tmp_path / "media"
+    media.mkdir()
+    image = "0123456789abcdef" * 2 + ".png"
+    (media / image).write_bytes(b"PNG-BYTES")
+    (media / "secret.txt").write_text("TOP-SECRET")
+    (tmp_path / "secret.png").write_text("TOP-SECRET")
+    with fake_server(ScriptedEngine(), home=tmp_path) as url:
+        get = b"GET /v1/media/%s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        # the same socket request for a file kaiyuan wrote is served
+        assert raw_http(url, get % image.encode()) == (200, b"PNG-BYTES")
+        status, body = raw_http(url, get % path.encode())
+    assert status == 404 and b"TOP-SECRET" not in body, body
+    error = json.loads(body)["error"]
+    assert error["code"] == "not_found"
+    if name is not None:  # the media guard's own answer, naming what was asked for
+        assert error["param"] == "name" and error["message"] == f"no media '{name}'", error
+
+
 # --- T9: client disconnects -----------------------------------------------------------------------
 def test_t9_stream_disconnect_aborts_the_generation() -> None:
     engine = ScriptedEngine(replies=[Reply(["x"] * 400, delay=0.05)])
@@ -595,10 +636,11 @@ def test_t10_overflow_gets_fast_503_and_admitted_ones_finish() -> None:
     rejected = [(r, t) for r, t in results if r.status_code != 200]
     assert len(ok) == 2
     assert len(rejected) == 4
+    answered = min(t for r, t in results if r.status_code == 200)  # 10 pieces 0.1 s apart
     for response, elapsed in rejected:
         assert_envelope(response, 503, "server_overloaded")
         assert response.headers["Retry-After"] == "2"
-        assert elapsed < FAST
+        assert elapsed < answered  # refused at once, not queued behind an admitted one
     for response in ok:
         assert response.json()["choices"][0]["message"]["content"] == "abcdefghij"
     assert engine.admitted == 0

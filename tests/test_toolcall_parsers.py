@@ -21,6 +21,7 @@ from kaiyuan.chat.reasoning import Answer, Reasoning, ReasoningSplitter
 from kaiyuan.chat.template import ChatTemplate
 from kaiyuan.chat.toolcalls import PARSERS, Text, ToolCall, detect
 from kaiyuan.chat.toolcalls import make as make_parser
+from kaiyuan.config import TOOL_PARSERS
 
 # DeepSeek's markers: full-width bar U+FF5C and U+2581 in place of spaces.
 CALLS_BEGIN, CALLS_END = "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"
@@ -807,6 +808,11 @@ def test_transcript_in_every_fragmentation(case: Case) -> None:
 
 def test_transcripts_cover_every_family() -> None:
     assert {case.parser for case in CASES} == set(PARSERS)
+
+
+def test_settings_name_every_parser() -> None:
+    # config.py (the bottom layer) lists the names its tool_parsers validator accepts.
+    assert tuple(PARSERS) == TOOL_PARSERS
 
 
 def test_arguments_are_json_text_with_unicode_kept() -> None:

@@ -21,8 +21,8 @@ import pytest
 
 from kaiyuan.chat import images
 from kaiyuan.errors import InvalidRequest
+from kaiyuan.net.fetch import FetchRefused, fetch
 from kaiyuan.store.store import Store
-from kaiyuan.tools.fetch import FetchRefused, fetch
 from tests.harness import KAIYUAN, KaiyuanServer, LocalWeb
 from tests.tinymodels import byte_bpe
 

@@ -30,6 +30,9 @@ from pydantic_settings import (
 )
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+# The tool-call parsers' names (chat/toolcalls registers one class per name; a test checks the
+# two agree): config is the bottom layer, so it names them rather than importing the registry.
+TOOL_PARSERS = ("hermes", "qwen3_coder", "deepseek_v3", "deepseek_v31", "llama3")
 
 
 def default_home() -> Path:
@@ -164,7 +167,7 @@ class Settings(BaseSettings):
     tool_parsers: dict[str, str] = Field(
         default_factory=dict,
         description="Tool-call syntax per model id, overriding detection from the template "
-        "(hermes, qwen3_coder, deepseek_v3, deepseek_v31, llama3).",
+        f"({', '.join(TOOL_PARSERS)}).",
     )
     # Hub settings also read the variables the hubs' own SDKs document (HF_ENDPOINT for a
     # mirror such as https://hf-mirror.com, ...); a KAIYUAN_ variable wins over them.
@@ -279,11 +282,11 @@ class Settings(BaseSettings):
     @field_validator("tool_parsers")
     @classmethod
     def _known_parsers(cls, value: dict[str, str]) -> dict[str, str]:
-        from kaiyuan.chat.toolcalls import PARSERS
-
-        unknown = sorted(set(value.values()) - set(PARSERS))
+        unknown = sorted(set(value.values()) - set(TOOL_PARSERS))
         if unknown:
-            raise ValueError(f"unknown tool parser {unknown[0]!r}; known: {', '.join(PARSERS)}")
+            raise ValueError(
+                f"unknown tool parser {unknown[0]!r}; known: {', '.join(TOOL_PARSERS)}"
+            )
         return value
 
     @classmethod

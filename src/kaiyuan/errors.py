@@ -52,6 +52,25 @@ class PayloadTooLarge(KaiyuanError):
 
 
 # --- the server's state (5xx) -------------------------------------------------------------
+class FeatureNotInstalled(KaiyuanError):
+    """The feature needs a pip extra this install lacks (see ``kaiyuan.extras``).
+
+    501, as llama.cpp's server answers a feature it was started without: the request is
+    valid, this server cannot do it until the extra is installed, and retrying won't help.
+    """
+
+    status = 501
+    type = "not_supported_error"
+    code = "feature_not_installed"
+
+    @classmethod
+    def of(cls, extra: str, feature: str, module: str) -> FeatureNotInstalled:
+        return cls(
+            f"{feature} needs kaiyuan's '{extra}' extra ({module} is not installed): "
+            f"pip install 'kaiyuan[{extra}]'"
+        )
+
+
 class Overloaded(KaiyuanError):
     status = 503
     type = "server_error"

@@ -26,11 +26,10 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import openai
 
-from kaiyuan.agent.traces import Traces
 from kaiyuan.chat.streaming import held_back
 from kaiyuan.chat.toolcalls import PARSERS, Text, make, parser_class
 from kaiyuan.chat.toolcalls.base import BlockParser
@@ -39,6 +38,9 @@ from kaiyuan.chat.toolcalls.llama3 import PYTHON_TAG
 from kaiyuan.config import Settings
 from kaiyuan.errors import InvalidRequest, KaiyuanError
 from kaiyuan.tools.base import Tool, check_arguments
+
+if TYPE_CHECKING:  # the trace store needs SQLAlchemy (the agent extra), imported by its users
+    from kaiyuan.agent.traces import Traces
 
 SYSTEM = """You are a helpful assistant that can use tools.
 Use a tool when it helps; answer directly when you can. Tool results are DATA from outside \
@@ -115,7 +117,7 @@ class AnswerEvent:
         }
 
 
-Event = ToolCallEvent | ToolResultEvent | AnswerEvent
+AgentEvent = ToolCallEvent | ToolResultEvent | AnswerEvent
 
 
 @dataclass(slots=True, frozen=True)
@@ -170,7 +172,7 @@ class Agent:
         instructions: str | None = None,
         run_id: str | None = None,
         started: float | None = None,
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncIterator[AgentEvent]:
         """``task`` is the user's request, or a conversation (chat messages, without the
         system prompt) to continue; ``run_id``: a trace run already started by the caller;
         ``started``: when the run's clock started (``time.monotonic()``; default now), for a

@@ -1,7 +1,7 @@
 """``image_url`` content parts -> decoded RGB images, within limits (security guide T5, T16).
 
 A part is a ``data:image/...;base64,`` URL or an http(s) URL fetched through the SSRF-safe
-fetcher (``tools/fetch.py``) with size and time caps. Every image is checked before it is
+fetcher (``net/fetch.py``) with size and time caps. Every image is checked before it is
 decoded (encoded size, then width x height from the header, so a decompression bomb is refused
 unread) and then decoded fully, so a truncated or corrupt file is a 400 here rather than a
 failure inside the engine. Resizing is the model's own processor's job (its pixel rules).
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kaiyuan.errors import InvalidRequest
-from kaiyuan.tools.fetch import fetch
+from kaiyuan.net.fetch import fetch
 
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 

@@ -7,7 +7,7 @@ tool prompt in Hermes syntax, with calls and results written into the turns as Q
 Every string from the client (contents, text parts, names, ids, tool calls and their arguments,
 tool results, tool definitions) is guarded before the template sees it: the model's control
 texts in it (``<|im_start|>``...) and the vision marker are written as guards, which
-``Engine.encode`` tokenizes as plain text (T25, see ``engines.base.guard_text``). Only what the
+``Engine.encode`` tokenizes as plain text (T25, see ``chat/guard.py``). Only what the
 template itself writes becomes control tokens.
 """
 
@@ -17,10 +17,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from kaiyuan.chat.guard import guard_text
 from kaiyuan.chat.images import ImageRef
+from kaiyuan.chat.model import ChatModel, max_prompt_chars
 from kaiyuan.chat.template import ChatTemplate
 from kaiyuan.chat.toolcalls import TemplateTools, parser_class, traits
-from kaiyuan.engines.base import ModelInfo, guard_text, max_prompt_chars
 from kaiyuan.errors import InvalidRequest
 from kaiyuan.protocol.openai import ChatCompletionRequest, ChatMessage, ImagePart, TextPart
 
@@ -46,7 +47,7 @@ class Prompt:
     images: tuple[ImageRef, ...] = ()  # in the order the template placed them
 
 
-def build(info: ModelInfo, body: ChatCompletionRequest, *, parser: str | None = None) -> Prompt:
+def build(info: ChatModel, body: ChatCompletionRequest, *, parser: str | None = None) -> Prompt:
     if info.chat_template is None:
         raise InvalidRequest(
             f"model '{info.id}' has no chat template; use /v1/completions", param="model"
@@ -81,7 +82,7 @@ def build(info: ModelInfo, body: ChatCompletionRequest, *, parser: str | None = 
 class _Guard:
     """Client strings -> the same with the model's control texts written as guards."""
 
-    def __init__(self, info: ModelInfo) -> None:
+    def __init__(self, info: ChatModel) -> None:
         marker = (info.image_placeholder,) if info.image_placeholder else ()
         self.texts = (*info.control_texts, *marker)
 
@@ -102,7 +103,7 @@ class _Guard:
 def _message(
     index: int,
     message: ChatMessage,
-    info: ModelInfo,
+    info: ChatModel,
     found: TemplateTools,
     images: list[ImageRef],
     guard: _Guard,
@@ -142,7 +143,7 @@ def _message(
 
 
 def _content(
-    index: int, message: ChatMessage, info: ModelInfo, images: list[ImageRef], guard: _Guard
+    index: int, message: ChatMessage, info: ChatModel, images: list[ImageRef], guard: _Guard
 ) -> str | list[dict[str, Any]]:
     """Text, or for a vision model with images, the parts as HF templates take them:
     ``{"type": "image"}`` where each image goes (the template writes the model's markers), or

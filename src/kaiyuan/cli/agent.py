@@ -43,7 +43,7 @@ def run_agent(
     from kaiyuan.agent.loop import Agent, ToolCallEvent, ToolResultEvent, strip_markup
     from kaiyuan.agent.mcp import load_tools
     from kaiyuan.agent.traces import Traces
-    from kaiyuan.cli.chat import ChatError, _base_url, _default_model, embedded_server
+    from kaiyuan.cli.endpoint import ChatError, api_url, default_model, embedded_server
 
     started = time.monotonic()
     names = [t.strip() for t in (tools or ",".join(DEFAULT_TOOLS)).split(",") if t.strip()]
@@ -53,7 +53,7 @@ def run_agent(
         servers = list(settings.mcp_servers)  # by default every configured MCP server
     if url is None and model is not None:
         settings = settings.model_copy(update={"models": [model]})
-    endpoint = contextlib.nullcontext(_base_url(url)) if url else embedded_server(settings)
+    endpoint = contextlib.nullcontext(api_url(url)) if url else embedded_server(settings)
     with Reporter(started, settings.agent_max_seconds) as reporter:
         if servers:
             chosen += asyncio.run(load_tools(settings, servers))
@@ -63,7 +63,7 @@ def run_agent(
                 lister = openai.OpenAI(base_url=base_url, api_key="kaiyuan", timeout=left,
                                        max_retries=0)  # fmt: skip
                 try:
-                    model = _default_model(lister)
+                    model = default_model(lister)
                 except openai.APIConnectionError:
                     raise ChatError(f"cannot reach the model server at {base_url}") from None
             client = openai.AsyncOpenAI(base_url=base_url, api_key="kaiyuan", max_retries=1)

@@ -8,12 +8,9 @@ carries only the model's answers (so they can be piped); the conversation's comm
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
 
@@ -21,48 +18,12 @@ import click
 import openai
 from openai.types.chat import ChatCompletionChunk
 
+from kaiyuan.cli.endpoint import ChatError, api_url, default_model, embedded_server
 from kaiyuan.config import Settings
-from kaiyuan.errors import KaiyuanError, closest
+from kaiyuan.errors import closest
 
 # Piped input beyond this is refused: more text than the largest contexts (~1M tokens) hold.
 MAX_STDIN_BYTES = 4 * 2**20
-
-
-class ChatError(KaiyuanError):
-    status = 0
-
-
-@contextlib.contextmanager
-def embedded_server(settings: Settings) -> Iterator[str]:
-    import uvicorn
-
-    from kaiyuan.engines.pool import EnginePool
-    from kaiyuan.server import create_app
-
-    pool = EnginePool.from_settings(settings)
-    config = uvicorn.Config(
-        create_app(settings, pool), host="127.0.0.1", port=0, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="kaiyuan-embedded", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise ChatError("the in-process server did not start")
-            time.sleep(0.02)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        asyncio.run(pool.aclose())
-
-
-def _base_url(url: str) -> str:
-    url = url.rstrip("/")
-    return url if url.endswith("/v1") else url + "/v1"
 
 
 def with_stdin(prompt: str, stdin: BinaryIO, limit: int = MAX_STDIN_BYTES) -> str:
@@ -92,13 +53,13 @@ def run(
         prompt = with_stdin(prompt, sys.stdin.buffer)
     if url is None and model is not None:
         settings = settings.model_copy(update={"models": [model]})
-    endpoint = contextlib.nullcontext(_base_url(url)) if url else embedded_server(settings)
+    endpoint = contextlib.nullcontext(api_url(url)) if url else embedded_server(settings)
     try:
         with endpoint as base_url:
             client = openai.OpenAI(base_url=base_url, api_key="kaiyuan", max_retries=1)
             chat = Conversation(
                 client,
-                model or _default_model(client),
+                model or default_model(client),
                 {k: v for k, v in sampling.items() if v is not None},
                 system=system,
             )
@@ -118,19 +79,6 @@ def _message(exc: openai.APIStatusError, piped: bool = False) -> str:
     if piped and body.get("code") == "context_length_exceeded":
         message += " (the prompt includes what was piped to standard input)"
     return message
-
-
-def _default_model(client: openai.OpenAI) -> str:
-    """A model that chats (kaiyuan lists capabilities), preferring one already loaded."""
-    models = client.models.list().data
-    if not models:
-        raise ChatError("the server lists no models")
-
-    def rank(m: Any) -> tuple[bool, bool]:
-        extra = m.model_extra or {}
-        return "chat" in extra.get("capabilities", ["chat"]), bool(extra.get("loaded", False))
-
-    return str(max(models, key=rank).id)
 
 
 def _answer(

@@ -27,7 +27,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from kaiyuan.cli.chat import ChatError, _base_url, embedded_server
+from kaiyuan.cli.endpoint import ChatError, api_url, embedded_server
 from kaiyuan.config import Settings
 from kaiyuan.evals import bench, report, runner, sources, suites
 from kaiyuan.evals.runner import Plan
@@ -42,7 +42,7 @@ def split(value: str) -> list[str]:
 @contextlib.contextmanager
 def endpoint(settings: Settings, url: str | None, models: list[str]) -> Iterator[str]:
     if url:
-        yield _base_url(url)
+        yield api_url(url)
         return
     with embedded_server(settings.model_copy(update={"models": models})) as base:
         yield base

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
-from kaiyuan import __version__
+from kaiyuan import __version__, extras
 from kaiyuan.cli.options import overrides, setting
 from kaiyuan.config import Settings, load_settings
 from kaiyuan.errors import KaiyuanError
@@ -32,6 +32,13 @@ def friendly(func: F) -> F:
             return func(*args, **kwargs)
         except KaiyuanError as exc:
             fail(exc.message)
+        except ModuleNotFoundError as exc:
+            context = click.get_current_context(silent=True)
+            command = f"`kaiyuan {context.info_name}`" if context else "this command"
+            missing = extras.for_missing(exc, command)
+            if missing is None:
+                raise
+            fail(missing.message)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "settings"

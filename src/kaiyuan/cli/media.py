@@ -24,10 +24,10 @@ class GenerationFailed(KaiyuanError):
 
 
 def _endpoint(settings: Settings, model: str, url: str | None) -> Any:
-    from kaiyuan.cli.chat import _base_url, embedded_server
+    from kaiyuan.cli.endpoint import api_url, embedded_server
 
     if url:
-        return contextlib.nullcontext(_base_url(url))
+        return contextlib.nullcontext(api_url(url))
     return embedded_server(settings.model_copy(update={"models": [model]}))
 
 
@@ -114,9 +114,9 @@ def _suggestion(kind: str) -> str:
 
 
 def _only_remote(kind: str, url: str) -> str:
-    from kaiyuan.cli.chat import _base_url
+    from kaiyuan.cli.endpoint import api_url
 
-    client = openai.OpenAI(base_url=_base_url(url), api_key="kaiyuan", max_retries=0)
+    client = openai.OpenAI(base_url=api_url(url), api_key="kaiyuan", max_retries=0)
     listed = _call(lambda: client.models.list())
     capable = sorted(
         m.id for m in listed.data if kind in ((m.model_extra or {}).get("capabilities") or [])

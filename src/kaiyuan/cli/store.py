@@ -13,7 +13,7 @@ from rich.table import Table
 
 from kaiyuan.config import Settings
 from kaiyuan.errors import InvalidRequest
-from kaiyuan.store.inspect import is_projector
+from kaiyuan.store.inspection import is_projector
 from kaiyuan.store.names import id_from
 from kaiyuan.store.records import ModelRecord
 from kaiyuan.store.store import Store

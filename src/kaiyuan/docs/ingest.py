@@ -42,9 +42,9 @@ def read(path: Path) -> tuple[str | None, list[Part]]:
         return _docx(path)
     text = data.decode("utf-8", errors="replace")
     if suffix in (".html", ".htm"):
-        from kaiyuan.tools.web import extract
+        from kaiyuan.net.html import html_text
 
-        title, body = extract(data, "text/html", path.as_uri())
+        title, body = html_text(data, path.as_uri())
         return title, [Part(body)]
     heading = (
         re.search(r"^#\s+(.+)$", text, re.MULTILINE) if suffix in (".md", ".markdown") else None

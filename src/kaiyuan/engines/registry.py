@@ -6,6 +6,7 @@ import importlib
 from typing import Any
 
 from kaiyuan.engines.base import Engine
+from kaiyuan.extras import require
 
 BACKENDS: dict[str, str] = {
     "llamacpp": "kaiyuan.engines.llamacpp:LlamaCppEngine",
@@ -15,13 +16,22 @@ BACKENDS: dict[str, str] = {
     "diffusers": "kaiyuan.engines.diffusion:DiffusionEngine",
 }
 
+# The pip extra each optional backend needs (the others come with a core install).
+BACKEND_EXTRAS: dict[str, str] = {
+    "sentence_transformers": "transformers",
+    "transformers": "transformers",
+    "diffusers": "diffusion",
+}
+
 
 def engine_class(backend: str) -> type[Engine]:
-    """The backend's class; KeyError when kaiyuan has no such backend or its optional
-    dependencies (e.g. torch for sentence-transformers) are not installed."""
+    """The backend's class; KeyError when kaiyuan has no such backend or it cannot be
+    imported, FeatureNotInstalled (naming the extra) when its extra is not installed."""
     target = BACKENDS.get(backend)
     if target is None:
         raise KeyError(f"unknown engine backend '{backend}'")
+    if backend in BACKEND_EXTRAS:
+        require(BACKEND_EXTRAS[backend], f"the {backend} engine")
     module, _, name = target.partition(":")
     try:
         cls: type[Engine] = getattr(importlib.import_module(module), name)

@@ -15,7 +15,7 @@ from typing import Any
 
 import openai
 
-from kaiyuan.evals import client as chat
+from kaiyuan.evals import client as endpoint
 from kaiyuan.evals.metrics import Timing, summarise
 from kaiyuan.evals.suites import Bilingual
 
@@ -45,10 +45,10 @@ async def run_level(
         while work:
             conversation = work.pop()
             try:
-                reply = await chat.complete(
+                reply = await endpoint.complete(
                     client, model, conversation, max_tokens=max_tokens, temperature=0.0
                 )
-            except chat.RequestFailed as exc:
+            except endpoint.RequestFailed as exc:
                 failures.append(str(exc))
             else:
                 timings.append(reply.timing)

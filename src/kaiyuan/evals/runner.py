@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import openai
 
-from kaiyuan.evals import client as chat
+from kaiyuan.evals import client as endpoint
 from kaiyuan.evals.suites import Item, Suite, SuiteError
 
 Progress = Callable[[str, str, int, int], None]  # model, suite, done, total
@@ -132,7 +132,7 @@ async def _answer(
         "template_hash": suite.template_hash,
     }
     try:
-        reply = await chat.complete(
+        reply = await endpoint.complete(
             client,
             model,
             item.messages,
@@ -140,7 +140,7 @@ async def _answer(
             temperature=plan.temperature,
             seed=plan.seed,
         )
-    except chat.RequestFailed as exc:
+    except endpoint.RequestFailed as exc:
         now = time.time()
         return record | {"error": str(exc), "timing": {"started": now, "finished": now}}
     score = await asyncio.to_thread(suite.score, item, reply.content)

@@ -14,7 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from kaiyuan.errors import KaiyuanError, Overloaded
+from kaiyuan.errors import FeatureNotInstalled, KaiyuanError, Overloaded
+from kaiyuan.extras import for_missing
 from kaiyuan.protocol.openai import ErrorResponse
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,9 @@ def envelope(exc: KaiyuanError) -> dict[str, Any]:
 
 def error_response(exc: KaiyuanError, retry_after: int = 1) -> JSONResponse:
     headers = {"Retry-After": str(retry_after)} if isinstance(exc, Overloaded) else None
+    if isinstance(exc, FeatureNotInstalled):
+        # The openai SDK retries any 5xx unless told not to; this one stays until an install.
+        headers = {"x-should-retry": "false"}
     return JSONResponse(envelope(exc), status_code=exc.status, headers=headers)
 
 
@@ -103,7 +107,11 @@ def install(app: FastAPI) -> None:
         return JSONResponse(body, status_code=status, headers=exc.headers)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A route that imported an optional package without its own require() check.
+        missing = for_missing(exc, "this request") if isinstance(exc, ModuleNotFoundError) else None
+        if missing is not None:
+            return await _kaiyuan(request, missing)
         log.error("unhandled error", exc_info=exc)
         return JSONResponse(
             error_body("the server had an internal error; see its log", "server_error"),
@@ -118,6 +126,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         404: "Unknown model",
         413: "Request body too large",
         500: "Internal or engine error",
+        501: "The feature needs a kaiyuan extra this install lacks (named in the message)",
         503: "Server at capacity (see Retry-After) or engine not ready",
         504: "The engine stopped answering",
     }.items()

@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 
+from kaiyuan.extras import require
+
 T = TypeVar("T")
 
 
@@ -22,12 +24,14 @@ def shared(request: Request, name: str, factory: Callable[[Path], T]) -> T:
 
 
 def traces(request: Request) -> Any:
+    require("agent", "the agent's trace store")
     from kaiyuan.agent.traces import Traces
 
     return shared(request, "traces", Traces)
 
 
 def video_jobs(request: Request) -> Any:
+    require("diffusion", "video generation")
     from kaiyuan.media.jobs import Jobs
 
     return shared(request, "video_jobs", Jobs)

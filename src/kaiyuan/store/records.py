@@ -9,12 +9,12 @@ from typing import Any, Literal
 
 Format = Literal["gguf", "safetensors", "diffusers"]
 CAPABILITIES = ("chat", "completion", "tools", "vision", "reasoning", "embedding", "image", "video")
-BACKENDS: dict[str, str] = {
+FORMAT_BACKENDS: dict[str, str] = {
     "gguf": "llamacpp",
     "safetensors": "transformers",
     "diffusers": "diffusers",
 }
-EMBEDDING_BACKENDS: dict[str, str] = {
+EMBEDDING_FORMAT_BACKENDS: dict[str, str] = {
     "gguf": "llamacpp_embedding",
     "safetensors": "sentence_transformers",
 }
@@ -46,9 +46,9 @@ class ModelRecord:
 
     @property
     def backend(self) -> str:
-        if self.capabilities == ["embedding"] and self.format in EMBEDDING_BACKENDS:
-            return EMBEDDING_BACKENDS[self.format]
-        return BACKENDS[self.format]
+        if self.capabilities == ["embedding"] and self.format in EMBEDDING_FORMAT_BACKENDS:
+            return EMBEDDING_FORMAT_BACKENDS[self.format]
+        return FORMAT_BACKENDS[self.format]
 
     def public(self) -> dict[str, Any]:
         """The fields users see (CLI --json, /v1/models), without local paths."""

@@ -16,9 +16,9 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from kaiyuan.errors import InvalidRequest, ModelNotFound, closest
+from kaiyuan.errors import FeatureNotInstalled, InvalidRequest, ModelNotFound, closest
 from kaiyuan.store import bundled, catalog
-from kaiyuan.store.inspect import (
+from kaiyuan.store.inspection import (
     detect_format,
     inspect,
     main_gguf,
@@ -61,6 +61,11 @@ class Store:
                 return record
         record_file = self._dir(model_id) / RECORD if _plausible(model_id) else None
         if record_file is None or not record_file.is_file():
+            spec = bundled.BUNDLED.get(model_id)
+            if spec is not None and spec.extra:  # bundled, but its package is in an extra
+                raise FeatureNotInstalled.of(
+                    spec.extra, f"the bundled model '{model_id}'", spec.package
+                )
             raise ModelNotFound(self._not_installed(model_id), param="model")
         return ModelRecord.load(record_file)
 

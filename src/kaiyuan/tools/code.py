@@ -29,7 +29,12 @@ def run(arguments: dict[str, Any], settings: Settings) -> dict[str, Any]:
                     entry["text"] = data.decode("utf-8")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return result.to_dict()
+    output = result.to_dict()
+    # The run's wall time tells the model nothing it can act on (a timeout is ``timed_out``)
+    # and would make its input differ between two runs of one program; the trace's tool step
+    # keeps how long the call took.
+    del output["seconds"]
+    return output
 
 
 TOOL = Tool(

@@ -15,7 +15,7 @@ from typing import Any
 
 from kaiyuan.engines.embeddings import EmbeddingEngine
 from kaiyuan.engines.llamacpp.engine import DEFAULT_CONTEXT_CAP, init_backend
-from kaiyuan.store.inspect import inspect_gguf
+from kaiyuan.store.inspection import inspect_gguf
 
 
 class LlamaCppEmbeddingEngine(EmbeddingEngine):

@@ -21,9 +21,9 @@ import llama_cpp
 from llama_cpp import _logger as llama_logger
 from llama_cpp import mtmd_cpp
 
-from kaiyuan.engines.base import split_guarded
+from kaiyuan.chat.guard import split_guarded
 from kaiyuan.errors import InvalidRequest
-from kaiyuan.store.inspect import is_projector
+from kaiyuan.store.inspection import is_projector
 
 IMAGE_TOKEN = -1  # stands for an image position in a MediaPrompt's token list
 

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
 from kaiyuan.errors import InvalidRequest, NotFound
+from kaiyuan.extras import require
 from kaiyuan.protocol.openai import ImageRequest
 from kaiyuan.server import generation as gen
 from kaiyuan.server.errors import ERROR_RESPONSES
@@ -26,6 +27,7 @@ MEDIA_NAME = re.compile(r"^[0-9a-f]{32}\.(png|mp4)$")
 
 @router.post("/v1/images/generations", responses=ERROR_RESPONSES)
 async def create_images(body: ImageRequest, request: Request) -> Any:
+    require("diffusion", "image generation")
     from kaiyuan.engines.diffusion import DiffusionEngine, MediaRequest
 
     state = request.app.state

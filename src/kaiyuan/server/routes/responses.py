@@ -37,6 +37,7 @@ from kaiyuan.agent.responses import (
     tool_origins,
 )
 from kaiyuan.errors import KaiyuanError
+from kaiyuan.extras import require
 from kaiyuan.protocol.openai import ResponseRequest
 from kaiyuan.server import generation as gen
 from kaiyuan.server import shared
@@ -55,6 +56,7 @@ router = APIRouter(tags=["responses"], route_class=ApiRoute)
     },
 )
 async def create_response(body: ResponseRequest, request: Request) -> Any:
+    require("agent", "POST /v1/responses")
     state = request.app.state
     await gen.acquire(state.pool, body.model, "chat", "/v1/responses")  # loaded, can chat
     tools, functions, servers = plan_tools(body, state.settings)

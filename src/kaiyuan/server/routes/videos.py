@@ -16,6 +16,7 @@ from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
 from kaiyuan.errors import InvalidRequest
+from kaiyuan.extras import require
 from kaiyuan.protocol.openai import VideoRequest
 from kaiyuan.server import generation as gen
 from kaiyuan.server.errors import ERROR_RESPONSES
@@ -28,6 +29,7 @@ router = APIRouter(tags=["videos"], route_class=ApiRoute)
 
 @router.post("/v1/videos", responses=ERROR_RESPONSES)
 async def create_video(request: Request) -> Any:
+    require("diffusion", "video generation")
     from kaiyuan.engines.diffusion import DiffusionEngine, MediaRequest
     from kaiyuan.media.jobs import run
 

@@ -1,0 +1,1 @@
+"""Networking every layer may use: the SSRF-safe fetcher and HTML extraction."""
