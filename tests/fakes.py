@@ -12,9 +12,9 @@ from kaiyuan.engines.base import (
     AdmittedStream,
     Delta,
     Engine,
-    Event,
     EventStream,
     Finish,
+    GenerationEvent,
     ModelInfo,
     SamplingParams,
     check_fits,
@@ -100,7 +100,7 @@ class ScriptedEngine(Engine):
 
         return AdmittedStream(self._events(record, reply), on_close=release)
 
-    async def _events(self, record: Record, reply: Reply) -> AsyncIterator[Event]:
+    async def _events(self, record: Record, reply: Reply) -> AsyncIterator[GenerationEvent]:
         produced = 0
         for i, piece in enumerate(reply.pieces[: record.params.max_tokens]):
             if reply.hang_after is not None and i >= reply.hang_after:

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from kaiyuan.config import Settings, load_settings
-from kaiyuan.docs import ingest
-from kaiyuan.docs.index import RRF_K, DocIndex, Hit
+from kaiyuan.documents import ingest
+from kaiyuan.documents.index import RRF_K, DocIndex, Hit
 from kaiyuan.errors import InvalidRequest
 from kaiyuan.net.fetch import FetchRefused
 from kaiyuan.tools import base

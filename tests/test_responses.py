@@ -23,7 +23,7 @@ import pytest
 
 from kaiyuan.agent.traces import Traces
 from kaiyuan.config import Settings
-from kaiyuan.docs.index import DocIndex
+from kaiyuan.documents.index import DocIndex
 from kaiyuan.engines.pool import EnginePool
 from kaiyuan.server import create_app
 from tests.conftest import MODEL as REAL_MODEL

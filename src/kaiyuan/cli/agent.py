@@ -314,7 +314,7 @@ def run_tool(settings: Settings, name: str, arguments: str) -> None:
 
 
 def docs_add(settings: Settings, paths: list[Path]) -> None:
-    from kaiyuan.docs.index import DocIndex
+    from kaiyuan.documents.index import DocIndex
 
     with DocIndex.open(settings.home) as index:
         for added in index.add(paths):
@@ -322,7 +322,7 @@ def docs_add(settings: Settings, paths: list[Path]) -> None:
 
 
 def docs_list(settings: Settings, *, as_json: bool) -> None:
-    from kaiyuan.docs.index import DocIndex
+    from kaiyuan.documents.index import DocIndex
 
     with DocIndex.open(settings.home) as index:
         documents = index.documents()
@@ -336,7 +336,7 @@ def docs_list(settings: Settings, *, as_json: bool) -> None:
 
 
 def docs_rm(settings: Settings, source: str) -> None:
-    from kaiyuan.docs.index import DocIndex
+    from kaiyuan.documents.index import DocIndex
 
     with DocIndex.open(settings.home) as index:
         if not index.remove(source):

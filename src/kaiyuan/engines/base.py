@@ -48,7 +48,7 @@ REPETITION_WINDOW = 64
 
 
 @dataclass(slots=True, frozen=True)
-class TopLogprob:
+class CandidateLogprob:
     token: str
     bytes: bytes
     logprob: float
@@ -59,7 +59,7 @@ class TokenLogprob:
     token: str
     bytes: bytes
     logprob: float
-    top: tuple[TopLogprob, ...] = ()
+    top: tuple[CandidateLogprob, ...] = ()
 
 
 @dataclass(slots=True)
@@ -78,13 +78,13 @@ class Finish:
     cached_tokens: int = 0  # prompt tokens whose keys/values were reused, not recomputed
 
 
-Event = Delta | Finish
+GenerationEvent = Delta | Finish
 
 
 class EventStream(Protocol):
     def __aiter__(self) -> EventStream: ...
 
-    async def __anext__(self) -> Event: ...
+    async def __anext__(self) -> GenerationEvent: ...
 
     async def aclose(self) -> None: ...
 
@@ -94,14 +94,16 @@ class AdmittedStream:
     events end or fail, when the consumer closes it, or (last resort) when it is collected.
     ``on_close`` is where a backend cancels the work and frees the admission slot."""
 
-    def __init__(self, events: AsyncIterator[Event], on_close: Callable[[], None]) -> None:
+    def __init__(
+        self, events: AsyncIterator[GenerationEvent], on_close: Callable[[], None]
+    ) -> None:
         self._events = events
         self._on_close: Callable[[], None] | None = on_close
 
     def __aiter__(self) -> AdmittedStream:
         return self
 
-    async def __anext__(self) -> Event:
+    async def __anext__(self) -> GenerationEvent:
         try:
             return await anext(self._events)
         except BaseException:

@@ -33,13 +33,13 @@ from transformers import (
 
 from kaiyuan.engines.base import (
     AdmittedStream,
+    CandidateLogprob,
     Engine,
     EventStream,
     Finish,
     ModelInfo,
     SamplingParams,
     TokenLogprob,
-    TopLogprob,
     check_fits,
 )
 from kaiyuan.engines.jobs import Admission, Job, events
@@ -321,11 +321,11 @@ class TransformersEngine(Engine):
 
     def _logprob(self, logits: Any, token: int, top_k: int) -> TokenLogprob:
         logp = torch.log_softmax(logits.double(), dim=-1)
-        top: tuple[TopLogprob, ...] = ()
+        top: tuple[CandidateLogprob, ...] = ()
         if top_k > 0:
             values, ids = torch.topk(logp, top_k)
             top = tuple(
-                TopLogprob(self._text(int(i)), self._bytes(int(i)), float(v))
+                CandidateLogprob(self._text(int(i)), self._bytes(int(i)), float(v))
                 for v, i in zip(values, ids, strict=True)
             )
         return TokenLogprob(self._text(token), self._bytes(token), float(logp[token]), top)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from kaiyuan.engines.base import Event, Finish, SamplingParams
+from kaiyuan.engines.base import Finish, GenerationEvent, SamplingParams
 from kaiyuan.errors import Overloaded
 
 
@@ -17,20 +17,20 @@ class Job:
     prompt: list[int]
     params: SamplingParams
     loop: asyncio.AbstractEventLoop
-    out: asyncio.Queue[Event | BaseException] = field(default_factory=asyncio.Queue)
+    out: asyncio.Queue[GenerationEvent | BaseException] = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     reused: int = 0  # prompt tokens found in the cache (for tests and benchmarks)
     media: Any = None  # model inputs beside the tokens (an image's pixels), from Engine.encode
     constraint: Any = None  # a backend's compiled grammar for this request
 
-    def send(self, event: Event | BaseException) -> None:
+    def send(self, event: GenerationEvent | BaseException) -> None:
         try:
             self.loop.call_soon_threadsafe(self.out.put_nowait, event)
         except RuntimeError:  # the loop is gone: nobody is listening any more
             self.cancelled.set()
 
 
-async def events(job: Job) -> AsyncIterator[Event]:
+async def events(job: Job) -> AsyncIterator[GenerationEvent]:
     """The job's events on the event loop, ending after Finish (an error is raised)."""
     while True:
         event = await job.out.get()

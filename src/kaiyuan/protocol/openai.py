@@ -90,7 +90,7 @@ class FunctionDefinition(_Request):
     strict: bool | None = None
 
 
-class Tool(_Request):
+class ChatTool(_Request):
     type: Literal["function"]
     function: FunctionDefinition
 
@@ -179,7 +179,7 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    tools: list[Tool] | None = Field(None, max_length=128)
+    tools: list[ChatTool] | None = Field(None, max_length=128)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True
     response_format: ResponseFormat | None = None

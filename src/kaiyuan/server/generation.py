@@ -18,9 +18,9 @@ from fastapi import Request
 from kaiyuan.engines.base import (
     Delta,
     Engine,
-    Event,
     EventStream,
     Finish,
+    GenerationEvent,
     ModelInfo,
     SamplingParams,
     TokenLogprob,
@@ -151,7 +151,7 @@ async def open_streams(
     return opened
 
 
-async def guarded(stream: EventStream, stall: float) -> AsyncIterator[Event]:
+async def guarded(stream: EventStream, stall: float) -> AsyncIterator[GenerationEvent]:
     """The stream's events; a silent engine becomes :class:`EngineTimeout`. Always closes."""
     try:
         while True:
@@ -169,13 +169,15 @@ async def guarded(stream: EventStream, stall: float) -> AsyncIterator[Event]:
         await stream.aclose()
 
 
-async def merge(streams: list[EventStream], stall: float) -> AsyncIterator[tuple[int, Event]]:
+async def merge(
+    streams: list[EventStream], stall: float
+) -> AsyncIterator[tuple[int, GenerationEvent]]:
     """Events of all streams as ``(stream index, event)``, in arrival order."""
     if len(streams) == 1:
         async for event in guarded(streams[0], stall):
             yield 0, event
         return
-    queue: asyncio.Queue[tuple[int, Event | BaseException | None]] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[int, GenerationEvent | BaseException | None]] = asyncio.Queue()
 
     async def pump(index: int, stream: EventStream) -> None:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kaiyuan.config import Settings
-from kaiyuan.docs.index import DocIndex
+from kaiyuan.documents.index import DocIndex
 from kaiyuan.tools.base import Tool
 
 

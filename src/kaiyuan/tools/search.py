@@ -74,7 +74,7 @@ def searxng(query: str, limit: int, settings: Settings) -> list[dict[str, str]]:
 
 
 def docs(query: str, limit: int, settings: Settings) -> list[dict[str, str]]:
-    from kaiyuan.docs.index import DocIndex
+    from kaiyuan.documents.index import DocIndex
 
     with DocIndex.open(settings.home) as index:
         hits = index.search(query, limit)

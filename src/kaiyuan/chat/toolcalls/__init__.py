@@ -7,11 +7,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from kaiyuan.chat.toolcalls.base import Event, Text, ToolCall, ToolParser
+from kaiyuan.chat.toolcalls.base import ParsedPiece, Text, ToolCall, ToolParser
 
 __all__ = [
     "PARSERS",
-    "Event",
+    "ParsedPiece",
     "TemplateTools",
     "Text",
     "ToolCall",

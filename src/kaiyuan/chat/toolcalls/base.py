@@ -27,7 +27,7 @@ class ToolCall:
     arguments: str  # a JSON object, as text
 
 
-Event = Text | ToolCall
+ParsedPiece = Text | ToolCall
 
 
 @dataclass(slots=True, frozen=True)
@@ -52,10 +52,10 @@ class ToolParser(abc.ABC):
         self.schemas = schemas or {}
 
     @abc.abstractmethod
-    def feed(self, text: str) -> list[Event]: ...
+    def feed(self, text: str) -> list[ParsedPiece]: ...
 
     @abc.abstractmethod
-    def finish(self) -> list[Event]: ...
+    def finish(self) -> list[ParsedPiece]: ...
 
 
 class BlockParser(ToolParser):
@@ -76,9 +76,9 @@ class BlockParser(ToolParser):
         ``closed`` is False for a block the generation ended inside: it counts only if what
         was written is complete (no repair of a cut-off call)."""
 
-    def feed(self, text: str) -> list[Event]:
+    def feed(self, text: str) -> list[ParsedPiece]:
         self._buffer += text
-        out: list[Event] = []
+        out: list[ParsedPiece] = []
         while True:
             if not self._inside:
                 i = self._buffer.find(self.start)
@@ -99,8 +99,8 @@ class BlockParser(ToolParser):
                 self._inside = False
                 self._emit(out, body, closed=True)
 
-    def finish(self) -> list[Event]:
-        out: list[Event] = []
+    def finish(self) -> list[ParsedPiece]:
+        out: list[ParsedPiece] = []
         rest, self._buffer = self._buffer, ""
         if self._inside:
             self._inside = False
@@ -115,7 +115,7 @@ class BlockParser(ToolParser):
             _text(out, rest)
         return out
 
-    def _emit(self, out: list[Event], body: str, *, closed: bool) -> None:
+    def _emit(self, out: list[ParsedPiece], body: str, *, closed: bool) -> None:
         calls = self.parse_block(body, closed=closed)
         if calls:
             out.extend(calls)
@@ -123,7 +123,7 @@ class BlockParser(ToolParser):
             _text(out, self.start + body + (self.end if closed else ""))
 
 
-def _text(out: list[Event], text: str) -> None:
+def _text(out: list[ParsedPiece], text: str) -> None:
     if text:
         if out and isinstance(out[-1], Text):
             out[-1] = Text(out[-1].text + text)

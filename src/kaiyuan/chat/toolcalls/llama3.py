@@ -7,7 +7,7 @@ from typing import Any
 
 from kaiyuan.chat.toolcalls.base import (
     CallSyntax,
-    Event,
+    ParsedPiece,
     Text,
     ToolCall,
     ToolParser,
@@ -31,7 +31,7 @@ class Llama3Parser(ToolParser):
         self._buffer = ""
         self._mode = "undecided"  # then "call" (buffer to the end) or "text" (pass through)
 
-    def feed(self, text: str) -> list[Event]:
+    def feed(self, text: str) -> list[ParsedPiece]:
         if self._mode == "text":
             return [Text(text)] if text else []
         self._buffer += text
@@ -47,7 +47,7 @@ class Llama3Parser(ToolParser):
         out, self._buffer = self._buffer, ""
         return [Text(out)]
 
-    def finish(self) -> list[Event]:
+    def finish(self) -> list[ParsedPiece]:
         rest, self._buffer = self._buffer, ""
         if not rest:
             return []

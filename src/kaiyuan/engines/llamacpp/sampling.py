@@ -10,7 +10,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp import _internals as llx
 
-from kaiyuan.engines.base import REPETITION_WINDOW, SamplingParams, TokenLogprob, TopLogprob
+from kaiyuan.engines.base import REPETITION_WINDOW, CandidateLogprob, SamplingParams, TokenLogprob
 from kaiyuan.errors import InvalidRequest
 
 
@@ -86,7 +86,7 @@ def logprob(ctx: Any, index: int, vocab: Vocabulary, token: int, top_k: int) -> 
     logits = np.ctypeslib.as_array(ptr, shape=(vocab.size,)).astype(np.float64)
     peak = logits.max()
     logz = peak + np.log(np.exp(logits - peak).sum())
-    top: tuple[TopLogprob, ...] = ()
+    top: tuple[CandidateLogprob, ...] = ()
     if top_k > 0:
         ids = np.argpartition(-logits, top_k)[:top_k]
         ids = ids[np.argsort(-logits[ids])]
@@ -95,6 +95,6 @@ def logprob(ctx: Any, index: int, vocab: Vocabulary, token: int, top_k: int) -> 
     return TokenLogprob(piece.decode("utf-8", "replace"), piece, float(logits[token] - logz), top)
 
 
-def _top(vocab: Vocabulary, token: int, value: float) -> TopLogprob:
+def _top(vocab: Vocabulary, token: int, value: float) -> CandidateLogprob:
     piece = vocab.piece(token)
-    return TopLogprob(piece.decode("utf-8", "replace"), piece, value)
+    return CandidateLogprob(piece.decode("utf-8", "replace"), piece, value)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kaiyuan.docs import ingest
+from kaiyuan.documents import ingest
 from kaiyuan.errors import InvalidRequest
 
 RRF_K = 60
