@@ -11,12 +11,12 @@ from typing import Any
 from kaiyuan.engines.base import (
     AdmittedStream,
     Delta,
-    Engine,
     EventStream,
     Finish,
     GenerationEvent,
     ModelInfo,
     SamplingParams,
+    TextEngine,
     check_fits,
 )
 from kaiyuan.errors import Overloaded
@@ -48,7 +48,7 @@ class Record:
     closed: bool = False
 
 
-class ScriptedEngine(Engine):
+class ScriptedEngine(TextEngine):
     def __init__(
         self,
         model_id: str = "fake-model",

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from kaiyuan.chat.template import ChatTemplate
-from kaiyuan.engines.base import Delta, Finish, SamplingParams
+from kaiyuan.engines.base import Delta, EngineOptions, Finish, SamplingParams
 from kaiyuan.engines.llamacpp import LlamaCppEngine
 from kaiyuan.engines.llamacpp.scheduler import MIN_SHARED
 from kaiyuan.store import resolve
@@ -39,7 +39,7 @@ NO_END = ((0, -100.0), (1, -100.0), (2, -100.0))  # SmolLM2's end tokens, banned
 @pytest.fixture(scope="module")
 def engine() -> Iterator[LlamaCppEngine]:
     _, path = resolve(MODEL)
-    eng = LlamaCppEngine(model_id=MODEL, path=path, parallel=8, context_length=2048)
+    eng = LlamaCppEngine(EngineOptions(model_id=MODEL, path=path, parallel=8, context_length=2048))
     yield eng
     asyncio.run(eng.aclose())
 
@@ -195,7 +195,9 @@ def test_a_shared_system_prompt_is_copied_from_another_slot(engine: LlamaCppEngi
 
     async def fresh() -> str:
         _, path = resolve(MODEL)
-        clean = LlamaCppEngine(model_id=MODEL, path=path, parallel=8, context_length=2048)
+        clean = LlamaCppEngine(
+            EngineOptions(model_id=MODEL, path=path, parallel=8, context_length=2048)
+        )
         try:
             return (await run(clean, second, params))[0]
         finally:

@@ -17,7 +17,7 @@ import pytest
 
 from kaiyuan.chat.guard import GUARD_CLOSE, GUARD_OPEN, guard_text, split_guarded
 from kaiyuan.chat.prompt import build
-from kaiyuan.engines.base import Engine, ModelInfo
+from kaiyuan.engines.base import EngineOptions, ModelInfo, TextEngine
 from kaiyuan.protocol.openai import ChatCompletionRequest
 from tests.conftest import MODEL
 from tests.harness import KaiyuanServer
@@ -40,7 +40,9 @@ def controls(ids: list[int]) -> tuple[int, int]:
     return ids.count(IM_START), ids.count(IM_END)
 
 
-def encode(engine: Engine, body: ChatCompletionRequest, info: ModelInfo | None = None) -> list[int]:
+def encode(
+    engine: TextEngine, body: ChatCompletionRequest, info: ModelInfo | None = None
+) -> list[int]:
     prompt = build(info or engine.info, body)
     return engine.encode(prompt.text, [])[0]
 
@@ -74,7 +76,9 @@ def bundled_gguf() -> Path:
 def llama() -> Iterator[Any]:
     from kaiyuan.engines.llamacpp import LlamaCppEngine
 
-    engine = LlamaCppEngine(model_id=MODEL, path=bundled_gguf(), parallel=1, context_length=2048)
+    engine = LlamaCppEngine(
+        EngineOptions(model_id=MODEL, path=bundled_gguf(), parallel=1, context_length=2048)
+    )
     yield engine
     asyncio.run(engine.aclose())
 
@@ -93,7 +97,7 @@ def oracle() -> Any:
     model.close()
 
 
-def expected_ids(oracle: Any, engine: Engine, content: str) -> tuple[list[int], list[int]]:
+def expected_ids(oracle: Any, engine: TextEngine, content: str) -> tuple[list[int], list[int]]:
     """(content as plain text inside the template's tokens, the prompt tokenized whole as
     before T25: the client's markers as control tokens)."""
     prefix, suffix = build(engine.info, request(user("@@"))).text.split("@@")
@@ -209,7 +213,7 @@ def test_transformers_user_and_tool_markers_are_plain_text(tmp_path: Path) -> No
     from tests.test_transformers_engine import tiny_checkpoint
 
     folder = tiny_checkpoint(tmp_path / "qwen2", "qwen2")
-    engine = TransformersEngine(model_id="tiny", path=folder, threads=1)
+    engine = TransformersEngine(EngineOptions(model_id="tiny", path=folder, threads=1))
     try:
         oracle = Tokenizer.from_file(str(folder / "tokenizer.json"))
         prefix, suffix = build(engine.info, request(user("@@"))).text.split("@@")
@@ -275,7 +279,7 @@ def red_square() -> Any:
 def test_transformers_vision_markers_are_plain_text(vl_folder: Path) -> None:
     from kaiyuan.engines.hf_transformers import TransformersEngine
 
-    engine = TransformersEngine(model_id="vl", path=vl_folder, threads=1)
+    engine = TransformersEngine(EngineOptions(model_id="vl", path=vl_folder, threads=1))
     try:
         prompt = build(engine.info, request(split_marker()))
         ids, media = engine.encode(prompt.text, [red_square()])
@@ -302,7 +306,9 @@ def test_llamacpp_vision_markers_are_plain_text(
 
     gguf = to_gguf(vl_folder, tmp_path_factory.mktemp("qwen25vl-gguf"))
     engine = LlamaCppEngine(
-        model_id="vl-gguf", path=gguf / "tiny-qwen2.5-vl-f32.gguf", parallel=1, threads=1
+        EngineOptions(
+            model_id="vl-gguf", path=gguf / "tiny-qwen2.5-vl-f32.gguf", parallel=1, threads=1
+        )
     )
     try:
         assert engine.info.image_placeholder == "<__media__>"

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from kaiyuan.cli.main import cli
 from kaiyuan.config import GenerationDefaults, Settings
-from kaiyuan.engines.base import Delta, ModelInfo, SamplingParams
+from kaiyuan.engines.base import Delta, EngineOptions, ModelInfo, SamplingParams
 from kaiyuan.engines.llamacpp import LlamaCppEngine
 from kaiyuan.engines.pool import EnginePool
 from kaiyuan.server import create_app
@@ -149,7 +149,9 @@ def test_a_default_length_never_fails_a_long_prompt(
 @pytest.fixture(scope="module")
 def llama() -> Iterator[LlamaCppEngine]:
     _, path = resolve(BUNDLED)
-    engine = LlamaCppEngine(model_id=BUNDLED, path=path, parallel=2, context_length=1024)
+    engine = LlamaCppEngine(
+        EngineOptions(model_id=BUNDLED, path=path, parallel=2, context_length=1024)
+    )
     yield engine
     asyncio.run(engine.aclose())
 

@@ -240,10 +240,12 @@ def test_a_closed_stream_cancels_its_generation(
 ) -> None:
     """In process: the tiny model writes ~1000 tokens a second, faster than a server notices a
     disconnect, so the engine's own cancellation is checked directly."""
-    from kaiyuan.engines.base import Delta, Finish, SamplingParams
+    from kaiyuan.engines.base import Delta, EngineOptions, Finish, SamplingParams
     from kaiyuan.engines.hf_transformers import TransformersEngine
 
-    engine = TransformersEngine(model_id="t", path=tiny_checkpoint(tmp_path, "qwen3"), threads=1)
+    engine = TransformersEngine(
+        EngineOptions(model_id="t", path=tiny_checkpoint(tmp_path, "qwen3"), threads=1)
+    )
     prompt = engine.tokenize("<|im_start|>user\nGo on<|im_end|>\n<|im_start|>assistant\n")
     endless = SamplingParams(max_tokens=900, temperature=0, logit_bias=((2, -100.0),))
 

@@ -76,7 +76,6 @@ def for_calls(
     functions: list[tuple[str, dict[str, Any]]],
     *,
     parallel: bool,
-    per_parameter: bool = False,
 ) -> str:
     """A grammar for one (or, with ``parallel``, one or more) calls of ``functions``."""
     key = json.dumps(
@@ -87,7 +86,7 @@ def for_calls(
             syntax.separator,
             functions,
             parallel,
-            per_parameter,
+            syntax.per_parameter,
         ],
         sort_keys=True,
     )

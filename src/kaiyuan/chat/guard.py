@@ -4,7 +4,7 @@ A chat prompt is rendered as one text, yet only the template's own markers may b
 tokens. So before rendering, every client string (contents, names, tool calls, results, tool
 definitions) has each control text in it written as a guard: GUARD_OPEN, the text's UTF-8 in
 hex, GUARD_CLOSE. Templates pass guards through untouched (they are neither whitespace nor
-markup); Engine.encode then tokenizes each guard's text as plain text and the rest with
+markup); TextEngine.encode then tokenizes each guard's text as plain text and the rest with
 special tokens parsed. The guard characters are Unicode noncharacters, and a client's own are
 guarded too, so client text can never forge a guard. A string's tail that begins a control
 text ("...<|im_") is guarded as well: otherwise the next client string rendered right after it

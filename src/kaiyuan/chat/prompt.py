@@ -7,7 +7,7 @@ tool prompt in Hermes syntax, with calls and results written into the turns as Q
 Every string from the client (contents, text parts, names, ids, tool calls and their arguments,
 tool results, tool definitions) is guarded before the template sees it: the model's control
 texts in it (``<|im_start|>``...) and the vision marker are written as guards, which
-``Engine.encode`` tokenizes as plain text (T25, see ``chat/guard.py``). Only what the
+``TextEngine.encode`` tokenizes as plain text (T25, see ``chat/guard.py``). Only what the
 template itself writes becomes control tokens.
 """
 

@@ -1,7 +1,13 @@
-"""The engine contract every backend implements.
+"""The engine contracts: a small base every loaded model shares, and one per capability.
 
-An engine owns one loaded model. The server asks it to tokenize, and to ``generate`` from
-token ids. ``generate`` decides admission at once, synchronously: it raises
+:class:`Engine` is what the pool manages for any backend (info, in-flight count, health,
+close). A backend also implements the contract of what it serves, and only that:
+:class:`TextEngine` (tokenize, encode, ``generate``), :class:`EmbeddingEngine` (``embed``) or
+:class:`MediaEngine` (``generate_media``). Routes ask the pool for the contract they need
+(``pool.acquire(model_id, TextEngine)``) and never downcast. Every backend is built from one
+:class:`EngineOptions`.
+
+``TextEngine.generate`` decides admission at once, synchronously: it raises
 :class:`kaiyuan.errors.Overloaded` when full and :class:`kaiyuan.errors.ContextLengthExceeded`
 when the prompt and ``max_tokens`` do not fit, so the server can still answer with a status
 code. Otherwise it returns an :class:`EventStream` of :class:`Delta` events ending with one
@@ -12,16 +18,34 @@ frees its capacity at once; callers always close what they open.
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol
 
 from kaiyuan.chat.guard import split_guarded
 from kaiyuan.chat.model import max_prompt_chars
 from kaiyuan.config import GenerationDefaults
-from kaiyuan.errors import ContextLengthExceeded, InvalidRequest
+from kaiyuan.errors import ContextLengthExceeded, InvalidRequest, KaiyuanError
 
 FinishReason = Literal["stop", "length"]
+
+
+@dataclass(slots=True, frozen=True)
+class EngineOptions:
+    """How to load one model; every backend reads the fields that apply to it."""
+
+    model_id: str
+    path: Path
+    context_length: int | None = None  # None: the model's own, capped by the backend
+    threads: int | None = None  # None: every core
+    parallel: int = 4  # sequences generated together (llama.cpp slots)
+    max_queue: int = 16  # admitted requests waiting beyond those running
+    created: int = 0  # when the model was added (Unix time)
+    owned_by: str = "kaiyuan"
+    # only a model imported or pulled with --trust-remote-code runs its own code
+    trust_remote_code: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -129,7 +153,7 @@ class AdmittedStream:
 class ModelInfo:
     id: str
     backend: str
-    context_length: int
+    context_length: int  # tokens; 0 for models that read no token context (media pipelines)
     chat_template: str | None
     bos_token: str = ""
     eos_token: str = ""
@@ -154,17 +178,32 @@ class Embeddings:
 
 
 class Engine(abc.ABC):
-    """One loaded model. Implementations must be safe to call from one asyncio loop."""
+    """One loaded model, whatever it serves. Implementations must be safe to call from one
+    asyncio loop. A backend subclasses the contract(s) of what it serves, below."""
 
     info: ModelInfo
+    # What the contract serves, for the refusal of a model that does not implement it.
+    purpose: ClassVar[str] = "serving"
 
-    async def embed(self, texts: list[str]) -> Embeddings:
-        """One vector per text; engines with the "embedding" capability override this."""
-        raise InvalidRequest(
-            f"model '{self.info.id}' does not make embeddings "
-            f"(its capabilities: {', '.join(self.info.capabilities)})",
-            param="model",
-        )
+    @property
+    @abc.abstractmethod
+    def in_flight(self) -> int:
+        """Requests admitted and not yet finished or closed (0 = idle, may be unloaded)."""
+
+    @property
+    @abc.abstractmethod
+    def alive(self) -> bool:
+        """False once the engine can no longer serve (its worker died, or it was closed)."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Stop the engine and free the model."""
+
+
+class TextEngine(Engine):
+    """Text generation from token ids: chat and completions."""
+
+    purpose = "text generation"
 
     @abc.abstractmethod
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
@@ -202,19 +241,94 @@ class Engine(abc.ABC):
     def generate(self, prompt: list[int], params: SamplingParams, media: Any = None) -> EventStream:
         """Admit a generation (or raise) and stream the continuation of ``prompt``."""
 
-    @property
-    @abc.abstractmethod
-    def in_flight(self) -> int:
-        """Generations admitted and not yet finished or closed (0 = idle, may be unloaded)."""
 
-    @property
-    @abc.abstractmethod
-    def alive(self) -> bool:
-        """False once the engine can no longer serve (its worker died)."""
+class EmbeddingEngine(Engine):
+    """Vectors for texts: /v1/embeddings and the document index."""
+
+    purpose = "embeddings"
 
     @abc.abstractmethod
-    async def aclose(self) -> None:
-        """Stop the engine and free the model."""
+    async def embed(self, texts: list[str]) -> Embeddings:
+        """One L2-normalised vector per text; an input longer than the model reads is a 400."""
+
+
+class Cancelled(KaiyuanError):
+    status = 499
+    code = "cancelled"
+
+
+@dataclass(slots=True, frozen=True)
+class Rules:
+    """What a media pipeline can make, checked before any work starts."""
+
+    multiple: int  # width and height must be multiples of this
+    default_size: tuple[int, int]  # (width, height)
+    video: bool
+    temporal: int = 1  # frames must be temporal * k + 1 (video)
+    default_frames: int = 1
+    max_steps: int = 150
+    fixed: tuple[int, int] | None = None  # learned position tables: only this (width, height)
+    fixed_frames: int | None = None  # ... and only this many frames
+
+    def check(self, width: int, height: int, frames: int | None, steps: int) -> None:
+        if self.fixed is not None and (width, height) != self.fixed:
+            raise InvalidRequest(
+                f"size {width}x{height} is not allowed: this pipeline makes only "
+                f"{self.fixed[0]}x{self.fixed[1]} (its position embeddings are learned for it)",
+                param="size",
+            )
+        if self.fixed_frames is not None and frames is not None and frames != self.fixed_frames:
+            raise InvalidRequest(
+                f"{frames} frames are not allowed: this pipeline makes only {self.fixed_frames}",
+                param="frames",
+            )
+        if width % self.multiple or height % self.multiple:
+            raise InvalidRequest(
+                f"size {width}x{height} is not allowed: this pipeline needs width and height "
+                f"divisible by {self.multiple}",
+                param="size",
+            )
+        if not 1 <= steps <= self.max_steps:
+            raise InvalidRequest(
+                f"steps must be between 1 and {self.max_steps}, got {steps}", param="steps"
+            )
+        if self.video and frames is not None and (frames < 1 or (frames - 1) % self.temporal):
+            raise InvalidRequest(
+                f"{frames} frames are not allowed: this pipeline needs a frame count of the "
+                f"form {self.temporal}k+1 (e.g. {self.temporal * 4 + 1})",
+                param="frames",
+            )
+
+
+@dataclass(slots=True)
+class MediaRequest:
+    prompt: str
+    width: int
+    height: int
+    steps: int
+    n: int = 1
+    seed: int | None = None
+    guidance_scale: float | None = None
+    negative_prompt: str | None = None
+    frames: int | None = None  # video only
+    image: Any = None  # a PIL image for image-to-video
+    progress: Callable[[int, int], None] | None = None  # (step, steps)
+    cancelled: threading.Event | None = None
+
+
+class MediaEngine(Engine):
+    """Images or videos from a prompt (and, for image-to-video, a first frame)."""
+
+    purpose = "image and video generation"
+    rules: Rules  # sizes, frame counts and steps it accepts
+    takes_image: bool  # it can start a video from an input image
+    needs_image: bool  # ... and cannot start one without
+
+    @abc.abstractmethod
+    def generate_media(self, request: MediaRequest) -> list[Any]:
+        """PIL images (one per image), or for video one list of PIL frames per video; raises
+        :class:`Cancelled` once ``request.cancelled`` is set. Blocks: call it from a worker
+        thread."""
 
 
 def check_text_fits(info: ModelInfo, chars: int, param: str) -> None:

@@ -13,93 +13,25 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from kaiyuan.engines.base import Engine, EventStream, ModelInfo, SamplingParams
-from kaiyuan.errors import EngineFailure, InvalidRequest, KaiyuanError
+from kaiyuan.engines.base import (
+    Cancelled,
+    EngineOptions,
+    MediaEngine,
+    MediaRequest,
+    ModelInfo,
+    Rules,
+)
+from kaiyuan.errors import EngineFailure
 
 log = logging.getLogger(__name__)
 VIDEO_CLASSES = ("Wan", "CogVideoX", "LTX", "HunyuanVideo")
 PACKED = ("Flux", "QwenImage", "Chroma")  # latents packed 2x2 into tokens
 
 
-class Cancelled(KaiyuanError):
-    status = 499
-    code = "cancelled"
-
-
-@dataclass(slots=True, frozen=True)
-class Rules:
-    multiple: int  # width and height must be multiples of this
-    default_size: tuple[int, int]  # (width, height)
-    video: bool
-    temporal: int = 1  # frames must be temporal * k + 1 (video)
-    default_frames: int = 1
-    max_steps: int = 150
-    fixed: tuple[int, int] | None = None  # learned position tables: only this (width, height)
-    fixed_frames: int | None = None  # ... and only this many frames
-
-    def check(self, width: int, height: int, frames: int | None, steps: int) -> None:
-        if self.fixed is not None and (width, height) != self.fixed:
-            raise InvalidRequest(
-                f"size {width}x{height} is not allowed: this pipeline makes only "
-                f"{self.fixed[0]}x{self.fixed[1]} (its position embeddings are learned for it)",
-                param="size",
-            )
-        if self.fixed_frames is not None and frames is not None and frames != self.fixed_frames:
-            raise InvalidRequest(
-                f"{frames} frames are not allowed: this pipeline makes only {self.fixed_frames}",
-                param="frames",
-            )
-        if width % self.multiple or height % self.multiple:
-            raise InvalidRequest(
-                f"size {width}x{height} is not allowed: this pipeline needs width and height "
-                f"divisible by {self.multiple}",
-                param="size",
-            )
-        if not 1 <= steps <= self.max_steps:
-            raise InvalidRequest(
-                f"steps must be between 1 and {self.max_steps}, got {steps}", param="steps"
-            )
-        if self.video and frames is not None and (frames < 1 or (frames - 1) % self.temporal):
-            raise InvalidRequest(
-                f"{frames} frames are not allowed: this pipeline needs a frame count of the "
-                f"form {self.temporal}k+1 (e.g. {self.temporal * 4 + 1})",
-                param="frames",
-            )
-
-
-@dataclass(slots=True)
-class MediaRequest:
-    prompt: str
-    width: int
-    height: int
-    steps: int
-    n: int = 1
-    seed: int | None = None
-    guidance_scale: float | None = None
-    negative_prompt: str | None = None
-    frames: int | None = None  # video only
-    image: Any = None  # a PIL image for image-to-video
-    progress: Callable[[int, int], None] | None = None  # (step, steps)
-    cancelled: threading.Event | None = None
-
-
-class DiffusionEngine(Engine):
-    def __init__(
-        self,
-        *,
-        model_id: str,
-        path: Path,
-        threads: int | None = None,
-        created: int = 0,
-        owned_by: str = "kaiyuan",
-        trust_remote_code: bool = False,
-        **_: Any,
-    ) -> None:
+class DiffusionEngine(MediaEngine):
+    def __init__(self, options: EngineOptions) -> None:
         import torch
         from diffusers import DiffusionPipeline
         from diffusers.utils import logging as diffusers_logging
@@ -110,12 +42,13 @@ class DiffusionEngine(Engine):
         for library in (diffusers_logging, transformers_logging):  # loading bars and notices
             library.disable_progress_bar()
             library.set_verbosity_error()
-        self.device, self.dtype = place(threads)
+        model_id, path = options.model_id, options.path
+        self.device, self.dtype = place(options.threads)
         self._torch = torch
         try:
             pipeline: Any = DiffusionPipeline.from_pretrained(
                 str(path), local_files_only=True, use_safetensors=True, dtype=self.dtype,
-                trust_remote_code=trust_remote_code,
+                trust_remote_code=options.trust_remote_code,
             )  # fmt: skip
         except (OSError, ValueError) as exc:  # e.g. a component's weights are missing
             reason = str(exc).splitlines()[0].replace(str(path), "<model>")[:300]
@@ -123,7 +56,7 @@ class DiffusionEngine(Engine):
         for component in pipeline.components.values():
             if hasattr(component, "eval"):
                 component.eval()  # dropout off: a seed gives the same pixels
-        self.pipeline = pipeline.to(self.device)
+        self.pipeline: Any = pipeline.to(self.device)
         self.pipeline.set_progress_bar_config(disable=True)
         name = type(pipeline).__name__
         # image-to-video pipelines take an `image`; text-to-video ones do not
@@ -137,11 +70,11 @@ class DiffusionEngine(Engine):
         self.info = ModelInfo(
             id=model_id,
             backend="diffusers",
-            context_length=0,
+            context_length=0,  # a pipeline reads no token context
             chat_template=None,
             capabilities=("video",) if self.rules.video else ("image",),
-            created=created,
-            owned_by=owned_by,
+            created=options.created,
+            owned_by=options.owned_by,
         )
         self._lock = threading.Lock()
         self._busy = 0
@@ -152,25 +85,9 @@ class DiffusionEngine(Engine):
 
     @property
     def alive(self) -> bool:
-        return True
-
-    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
-        raise self._not_text()
-
-    def generate(self, prompt: list[int], params: SamplingParams, media: Any = None) -> EventStream:
-        raise self._not_text()
-
-    def _not_text(self) -> InvalidRequest:
-        what = "/v1/videos" if self.rules.video else "/v1/images/generations"
-        return InvalidRequest(
-            f"model '{self.info.id}' generates {self.info.capabilities[0]}s (its capabilities: "
-            f"{', '.join(self.info.capabilities)}); use {what}",
-            param="model",
-        )
+        return self.pipeline is not None
 
     def generate_media(self, request: MediaRequest) -> list[Any]:
-        """PIL images (one per image), or for video one list of PIL frames per video. Blocks:
-        call it from a worker thread."""
         self._busy += 1
         try:
             with self._lock, self._torch.inference_mode():

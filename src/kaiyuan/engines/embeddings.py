@@ -1,19 +1,18 @@
-"""What every embedding backend shares: inputs checked against the model's limit (a 400, never
-silent truncation), one batch at a time on a worker thread (the event loop keeps serving), and
-the 400 for chat requests. Backends supply ``tokenize`` and ``_encode``."""
+"""What every local embedding backend shares: inputs checked against the model's limit (a 400,
+never silent truncation) and one batch at a time on a worker thread (the event loop keeps
+serving). Backends supply ``count_tokens`` and ``_encode``."""
 
 from __future__ import annotations
 
 import abc
 import asyncio
 import threading
-from typing import Any
 
-from kaiyuan.engines.base import Embeddings, Engine, EventStream, ModelInfo, SamplingParams
-from kaiyuan.errors import ContextLengthExceeded, InvalidRequest
+from kaiyuan.engines.base import EmbeddingEngine, Embeddings, ModelInfo
+from kaiyuan.errors import ContextLengthExceeded
 
 
-class EmbeddingEngine(Engine):
+class SerialEmbeddingEngine(EmbeddingEngine):
     def __init__(
         self, *, model_id: str, backend: str, max_tokens: int, created: int, owned_by: str
     ) -> None:
@@ -29,15 +28,8 @@ class EmbeddingEngine(Engine):
     def in_flight(self) -> int:
         return self._busy
 
-    def generate(self, prompt: list[int], params: SamplingParams, media: Any = None) -> EventStream:
-        raise InvalidRequest(
-            f"model '{self.info.id}' is an embedding model (its capabilities: embedding); "
-            "use /v1/embeddings",
-            param="model",
-        )
-
     async def embed(self, texts: list[str]) -> Embeddings:
-        counts = [len(self.tokenize(t)) for t in texts]
+        counts = [self.count_tokens(t) for t in texts]
         for i, count in enumerate(counts):
             if count > self.max_tokens:
                 raise ContextLengthExceeded(
@@ -55,6 +47,10 @@ class EmbeddingEngine(Engine):
     def _locked_encode(self, texts: list[str]) -> list[list[float]]:
         with self._lock:
             return self._encode(texts)
+
+    @abc.abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """How many tokens the model reads for ``text`` (special tokens included)."""
 
     @abc.abstractmethod
     def _encode(self, texts: list[str]) -> list[list[float]]:

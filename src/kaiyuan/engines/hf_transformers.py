@@ -16,7 +16,6 @@ import logging
 import queue
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,11 +33,12 @@ from transformers import (
 from kaiyuan.engines.base import (
     AdmittedStream,
     CandidateLogprob,
-    Engine,
+    EngineOptions,
     EventStream,
     Finish,
     ModelInfo,
     SamplingParams,
+    TextEngine,
     TokenLogprob,
     check_fits,
 )
@@ -52,22 +52,14 @@ log = logging.getLogger(__name__)
 DEFAULT_CONTEXT_CAP = 8192
 
 
-class TransformersEngine(Engine):
-    def __init__(
-        self,
-        *,
-        model_id: str,
-        path: Path,
-        context_length: int | None = None,
-        threads: int | None = None,
-        max_queue: int = 16,
-        created: int = 0,
-        owned_by: str = "kaiyuan",
-        trust_remote_code: bool = False,
-        **_: Any,  # llama.cpp-only options (parallel slots)
-    ) -> None:
-        self.device, self.dtype = place(threads)
-        local: dict[str, Any] = {"local_files_only": True, "trust_remote_code": trust_remote_code}
+class TransformersEngine(TextEngine):
+    def __init__(self, options: EngineOptions) -> None:
+        model_id, path = options.model_id, options.path
+        self.device, self.dtype = place(options.threads)
+        local: dict[str, Any] = {
+            "local_files_only": True,
+            "trust_remote_code": options.trust_remote_code,
+        }
         config = AutoConfig.from_pretrained(str(path), **local)
         vision = getattr(config, "vision_config", None) is not None
         self._tok: Any = AutoTokenizer.from_pretrained(str(path), **local)
@@ -110,17 +102,17 @@ class TransformersEngine(Engine):
         self.info = ModelInfo(
             id=model_id,
             backend="transformers",
-            context_length=context_length or min(trained, DEFAULT_CONTEXT_CAP),
+            context_length=options.context_length or min(trained, DEFAULT_CONTEXT_CAP),
             chat_template=template,
             bos_token=self._tok.bos_token or "",
             eos_token=self._tok.eos_token or "",
             vocab_size=self._vocab,
             capabilities=capabilities + (("vision",) if vision else ()),
-            created=created,
-            owned_by=owned_by,
+            created=options.created,
+            owned_by=options.owned_by,
             control_texts=self._control_texts(),
         )
-        self._admission = Admission(1 + max_queue)
+        self._admission = Admission(1 + options.max_queue)  # one generation at a time
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._dead = False
         self._worker = threading.Thread(target=self._run, name=f"hf:{model_id}", daemon=True)
@@ -164,7 +156,7 @@ class TransformersEngine(Engine):
             log.warning("no output constraints for this tokenizer: %s", exc)
             return None
 
-    # --- Engine contract -----------------------------------------------------------------------
+    # --- TextEngine contract -------------------------------------------------------------------
     @property
     def in_flight(self) -> int:
         return self._admission.count

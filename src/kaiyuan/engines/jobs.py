@@ -20,7 +20,7 @@ class Job:
     out: asyncio.Queue[GenerationEvent | BaseException] = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     reused: int = 0  # prompt tokens found in the cache (for tests and benchmarks)
-    media: Any = None  # model inputs beside the tokens (an image's pixels), from Engine.encode
+    media: Any = None  # model inputs beside the tokens (an image's pixels), from TextEngine.encode
     constraint: Any = None  # a backend's compiled grammar for this request
 
     def send(self, event: GenerationEvent | BaseException) -> None:

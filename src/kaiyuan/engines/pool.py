@@ -14,11 +14,12 @@ import datetime
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from kaiyuan.config import Settings
-from kaiyuan.engines.base import Engine
+from kaiyuan.engines.base import Engine, EngineOptions
 from kaiyuan.engines.registry import engine_class, load_engine
 from kaiyuan.errors import (
     EngineFailure,
@@ -34,6 +35,10 @@ from kaiyuan.store.records import ModelRecord
 from kaiyuan.store.store import Store
 
 log = logging.getLogger(__name__)
+E = TypeVar("E", bound=Engine)
+# Capabilities a store record states reliably without loading: a model with only these is
+# refused for anything else before it is loaded (so nothing is evicted for it).
+NOT_TEXT = frozenset({"image", "video", "embedding"})
 
 
 @dataclass(slots=True)
@@ -83,17 +88,41 @@ class EnginePool:
             )
         return entry.engine
 
-    async def acquire(self, model_id: str) -> Engine:
-        """The engine for ``model_id``, loading it (and making room) if needed."""
+    async def acquire(
+        self,
+        model_id: str,
+        contract: type[E],
+        capability: str | None = None,
+        *,
+        route: str | None = None,
+    ) -> E:
+        """The engine for ``model_id`` as ``contract`` (TextEngine, EmbeddingEngine,
+        MediaEngine, or Engine for any), loading it (and making room) if needed.
+
+        ``capability`` narrows what is needed within a contract ("chat" or "completion" for
+        text). A model that cannot serve it is a 400 naming its capabilities and ``route``
+        (what it was asked for); an image, video or embedding model is refused from its
+        record, before it is loaded, so nothing is evicted for it."""
+        use = f"with {route}" if route else f"for {contract.purpose}"
+        record = self.unloaded_record(model_id)
+        known = record.capabilities if record is not None else []
+        if capability is not None and known and set(known) <= NOT_TEXT:
+            _refuse(model_id, known, capability, use)
         entry = self._entries.get(model_id)
         if entry is None:
-            record = self._record(model_id)
+            record = record or self._record(model_id)
             lock = self._loading.setdefault(model_id, asyncio.Lock())
             async with lock:
                 entry = self._entries.get(model_id) or await self._load_within_budget(record)
         entry.last_used = time.monotonic()
         self._entries.move_to_end(model_id)
-        return entry.engine
+        engine = entry.engine
+        info = engine.info
+        if capability is not None:
+            _refuse(info.id, info.capabilities, capability, use)
+        if not isinstance(engine, contract):
+            raise _refusal(info.id, info.capabilities, use)
+        return engine
 
     def unloaded_record(self, model_id: str) -> ModelRecord | None:
         """The store's record of a model that is not loaded (404 if there is none)."""
@@ -188,19 +217,18 @@ class EnginePool:
         self._check_servable(record)
         weights = self.store.weights(record)
         try:
-            engine = load_engine(
-                record.backend,
+            options = EngineOptions(
                 model_id=record.id,
                 path=weights,
                 context_length=self.settings.context_length,
                 threads=self.settings.threads,
-                max_queue=self.settings.max_queue,
                 parallel=self.settings.parallel,
+                max_queue=self.settings.max_queue,
                 created=_epoch(record.added),
                 owned_by=record.publisher or "kaiyuan",
-                # only a model imported or pulled with --trust-remote-code runs its own code
                 trust_remote_code=record.trust_remote_code,
             )
+            engine = load_engine(record.backend, options)
         except KaiyuanError:  # the engine said what is wrong, for the user
             log.exception("loading %s failed", record.id)
             raise
@@ -239,6 +267,18 @@ class EnginePool:
     async def aclose(self) -> None:
         for model_id in list(self._entries):
             await self.unload(model_id, reason="shutdown")
+
+
+def _refuse(model_id: str, capabilities: Sequence[str], capability: str, use: str) -> None:
+    if capability not in capabilities:
+        raise _refusal(model_id, capabilities, use)
+
+
+def _refusal(model_id: str, capabilities: Sequence[str], use: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"model '{model_id}' cannot be used {use} (its capabilities: {', '.join(capabilities)})",
+        param="model",
+    )
 
 
 def _epoch(iso: str) -> int:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from collections.abc import Callable
 
-from kaiyuan.engines.base import Engine
+from kaiyuan.engines.base import Engine, EngineOptions
 from kaiyuan.extras import require
 
 BACKENDS: dict[str, str] = {
@@ -40,5 +40,7 @@ def engine_class(backend: str) -> type[Engine]:
     return cls
 
 
-def load_engine(backend: str, **kwargs: Any) -> Engine:
-    return engine_class(backend)(**kwargs)
+def load_engine(backend: str, options: EngineOptions) -> Engine:
+    """A loaded model: every backend is built from the one options object."""
+    factory: Callable[[EngineOptions], Engine] = engine_class(backend)
+    return factory(options)

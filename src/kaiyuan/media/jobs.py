@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Float, Integer, String, Text, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from kaiyuan.engines.base import Cancelled, MediaEngine, MediaRequest
 from kaiyuan.errors import KaiyuanError, NotFound
 from kaiyuan.sqlite import open_engine
 
@@ -122,9 +123,10 @@ def _public(job: VideoJob) -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def run(jobs: Jobs, job_id: str, engine: Any, request: Any, fps: int) -> None:
+async def run(
+    jobs: Jobs, job_id: str, engine: MediaEngine, request: MediaRequest, fps: int
+) -> None:
     """Generate, encode and store one video, recording progress and the outcome."""
-    from kaiyuan.engines.diffusion import Cancelled
     from kaiyuan.media.mp4 import write_mp4
 
     last = [0.0]

@@ -17,12 +17,12 @@ from fastapi import Request
 
 from kaiyuan.engines.base import (
     Delta,
-    Engine,
     EventStream,
     Finish,
     GenerationEvent,
     ModelInfo,
     SamplingParams,
+    TextEngine,
     TokenLogprob,
     check_fits,
 )
@@ -99,35 +99,6 @@ def logit_bias(raw: dict[str, float] | None, info: ModelInfo) -> tuple[tuple[int
     return tuple(out)
 
 
-NOT_TEXT = {"image", "video", "embedding"}
-
-
-async def acquire(pool: Any, model_id: str, capability: str, route: str) -> Engine:
-    """The model's engine for a route that needs ``capability``. An image, video or embedding
-    model asked for something else is refused from its record, before it is loaded (so
-    nothing is evicted for it); the loaded engine's own capabilities are checked in any case."""
-    record = pool.unloaded_record(model_id)
-    if record is not None and record.capabilities and set(record.capabilities) <= NOT_TEXT:
-        _refuse(model_id, record.capabilities, capability, route)
-    engine: Engine = await pool.acquire(model_id)
-    require(engine.info, capability, route)
-    return engine
-
-
-def _refuse(model_id: str, capabilities: Sequence[str], capability: str, route: str) -> None:
-    if capability not in capabilities:
-        raise InvalidRequest(
-            f"model '{model_id}' cannot be used with {route} "
-            f"(its capabilities: {', '.join(capabilities)})",
-            param="model",
-        )
-
-
-def require(info: ModelInfo, capability: str, route: str) -> None:
-    """A 400 naming the model's capabilities when it cannot do what the route asks."""
-    _refuse(info.id, info.capabilities, capability, route)
-
-
 def check_choices(count: int, limit: int) -> None:
     if count > limit:
         raise InvalidRequest(
@@ -137,7 +108,7 @@ def check_choices(count: int, limit: int) -> None:
 
 
 async def open_streams(
-    engine: Engine, jobs: Sequence[tuple[list[int], SamplingParams]], media: Any = None
+    engine: TextEngine, jobs: Sequence[tuple[list[int], SamplingParams]], media: Any = None
 ) -> list[EventStream]:
     """Admit every job (all with the same ``media``: images' pixels) or none."""
     opened: list[EventStream] = []

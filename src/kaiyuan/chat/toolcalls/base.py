@@ -34,12 +34,14 @@ ParsedPiece = Text | ToolCall
 class CallSyntax:
     """How a family writes calls, for grammars that force one: ``call`` has ``{name}`` and
     ``{args}`` placeholders (GBNF), and calls are joined by ``separator`` inside
-    ``open``/``close``."""
+    ``open``/``close``. ``per_parameter``: ``{args}`` is one ``<parameter=KEY>`` block per
+    argument, each value JSON (Qwen3-Coder's XML), instead of one JSON object."""
 
     call: str
     open: str = ""
     close: str = ""
     separator: str = '"\\n"'
+    per_parameter: bool = False
 
 
 class ToolParser(abc.ABC):

@@ -29,7 +29,8 @@ class Qwen3CoderParser(BlockParser):
     start, end = "<tool_call>", "</tool_call>"
     # Forced calls write each value as JSON; parse_block reads JSON values back.
     syntax = CallSyntax(
-        call='"<tool_call>\\n<function={name}>\\n" {args} "</function>\\n</tool_call>"'
+        call='"<tool_call>\\n<function={name}>\\n" {args} "</function>\\n</tool_call>"',
+        per_parameter=True,
     )
 
     example = (

@@ -10,40 +10,31 @@ silently truncated.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
-from kaiyuan.engines.embeddings import EmbeddingEngine
+from kaiyuan.engines.base import EngineOptions
+from kaiyuan.engines.embeddings import SerialEmbeddingEngine
 from kaiyuan.engines.llamacpp.engine import DEFAULT_CONTEXT_CAP, init_backend
 from kaiyuan.store.inspection import inspect_gguf
 
 
-class LlamaCppEmbeddingEngine(EmbeddingEngine):
-    def __init__(
-        self,
-        *,
-        model_id: str,
-        path: Path,
-        context_length: int | None = None,
-        threads: int | None = None,
-        created: int = 0,
-        owned_by: str = "kaiyuan",
-        **_: Any,  # chat-engine options (queue, slots) do not apply
-    ) -> None:
+class LlamaCppEmbeddingEngine(SerialEmbeddingEngine):
+    def __init__(self, options: EngineOptions) -> None:
         from llama_cpp import Llama
 
         init_backend()
-        trained = inspect_gguf(path).context_length or DEFAULT_CONTEXT_CAP
-        limit = min(context_length or trained, trained, DEFAULT_CONTEXT_CAP)
-        super().__init__(model_id=model_id, backend="llamacpp_embedding", max_tokens=limit,
-                         created=created, owned_by=owned_by)  # fmt: skip
+        trained = inspect_gguf(options.path).context_length or DEFAULT_CONTEXT_CAP
+        limit = min(options.context_length or trained, trained, DEFAULT_CONTEXT_CAP)
+        super().__init__(model_id=options.model_id, backend="llamacpp_embedding",
+                         max_tokens=limit, created=options.created,
+                         owned_by=options.owned_by)  # fmt: skip
         self._llama: Any = Llama(
-            model_path=str(path),
+            model_path=str(options.path),
             embedding=True,
             n_ctx=limit,
             n_batch=limit,  # an encoder reads a whole input in one batch
             n_ubatch=limit,
-            n_threads=threads or os.cpu_count() or 1,
+            n_threads=options.threads or os.cpu_count() or 1,
             verbose=False,
         )
 
@@ -51,9 +42,8 @@ class LlamaCppEmbeddingEngine(EmbeddingEngine):
     def alive(self) -> bool:
         return self._llama is not None
 
-    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
-        tokens: list[int] = self._llama.tokenize(text.encode(), add_bos=add_special, special=True)
-        return tokens
+    def count_tokens(self, text: str) -> int:
+        return len(self._llama.tokenize(text.encode(), add_bos=True, special=True))
 
     def _encode(self, texts: list[str]) -> list[list[float]]:
         vectors = self._llama.embed(texts, normalize=True, truncate=False)

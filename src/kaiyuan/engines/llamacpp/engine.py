@@ -14,7 +14,6 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import llama_cpp
@@ -23,10 +22,11 @@ from llama_cpp import _logger as llama_logger
 
 from kaiyuan.engines.base import (
     AdmittedStream,
-    Engine,
+    EngineOptions,
     EventStream,
     ModelInfo,
     SamplingParams,
+    TextEngine,
     check_fits,
 )
 from kaiyuan.engines.jobs import Admission, Job, events
@@ -51,26 +51,15 @@ def init_backend() -> None:
             _backend_initialised = True
 
 
-class LlamaCppEngine(Engine):
-    def __init__(
-        self,
-        *,
-        model_id: str,
-        path: Path,
-        context_length: int | None = None,
-        threads: int | None = None,
-        max_queue: int = 16,
-        parallel: int = 4,
-        created: int = 0,
-        owned_by: str = "kaiyuan",
-        **_: Any,  # options of other backends (trust_remote_code)
-    ) -> None:
+class LlamaCppEngine(TextEngine):
+    def __init__(self, options: EngineOptions) -> None:
+        model_id, path, parallel = options.model_id, options.path, options.parallel
         init_backend()
         self._model = llx.LlamaModel(
             path_model=str(path), params=llama_cpp.llama_model_default_params(), verbose=False
         )
-        slot_context = context_length or min(self._model.n_ctx_train(), DEFAULT_CONTEXT_CAP)
-        n_threads = threads or os.cpu_count() or 1
+        slot_context = options.context_length or min(self._model.n_ctx_train(), DEFAULT_CONTEXT_CAP)
+        n_threads = options.threads or os.cpu_count() or 1
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = slot_context * parallel
         cparams.n_batch = cparams.n_ubatch = min(512, slot_context)
@@ -93,8 +82,8 @@ class LlamaCppEngine(Engine):
             eos_token=self._token_text(self._model.token_eos()),
             vocab_size=self._vocab.size,
             capabilities=("chat", "completion") + (("vision",) if self._projector else ()),
-            created=created,
-            owned_by=owned_by,
+            created=options.created,
+            owned_by=options.owned_by,
             image_placeholder=self._projector.marker if self._projector else None,
             control_texts=self._control_texts(),
         )
@@ -107,12 +96,12 @@ class LlamaCppEngine(Engine):
             model_id=model_id,
             projector=self._projector,
         )
-        self._admission = Admission(parallel + max_queue)
+        self._admission = Admission(parallel + options.max_queue)
         self._dead = False
         self._worker = threading.Thread(target=self._run, name=f"llamacpp:{model_id}", daemon=True)
         self._worker.start()
 
-    # --- Engine contract ---------------------------------------------------------------------
+    # --- TextEngine contract -----------------------------------------------------------------
     @property
     def in_flight(self) -> int:
         return self._admission.count

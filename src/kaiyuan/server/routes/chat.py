@@ -16,7 +16,7 @@ from kaiyuan.chat.output import Call, ChoiceOutput, Content, Out, Thought
 from kaiyuan.chat.prompt import Prompt, build
 from kaiyuan.chat.toolcalls import parser_class
 from kaiyuan.config import Settings
-from kaiyuan.engines.base import Delta, Engine, EventStream, TokenLogprob
+from kaiyuan.engines.base import Delta, EventStream, TextEngine, TokenLogprob
 from kaiyuan.protocol.openai import ChatCompletion, ChatCompletionRequest, NamedToolChoice
 from kaiyuan.server import generation as gen
 from kaiyuan.server import sse
@@ -37,7 +37,7 @@ FRAGMENT = 24  # streamed tool-call arguments go out in pieces of this many char
 )
 async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Any:
     state = request.app.state
-    engine = await gen.acquire(state.pool, body.model, "chat", "/v1/chat/completions")
+    engine = await state.pool.acquire(body.model, TextEngine, "chat", route="/v1/chat/completions")
     gen.check_choices(body.n, state.settings.max_n)
     # Rendering, grammar compilation and tokenizing are CPU work: never on the event loop.
     prompt, constraint = await asyncio.to_thread(_prepare, engine, body, state.settings)
@@ -81,7 +81,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
 
 
 def _prepare(
-    engine: Engine, body: ChatCompletionRequest, settings: Settings
+    engine: TextEngine, body: ChatCompletionRequest, settings: Settings
 ) -> tuple[Prompt, str | None]:
     """The rendered prompt and the output grammar (in a worker thread)."""
     for i, tool in enumerate(body.tools or []):  # rendered into the prompt: bounded first
@@ -91,7 +91,7 @@ def _prepare(
     return prompt, _grammar(body, prompt)
 
 
-async def _encode(engine: Engine, prompt: Prompt, settings: Settings) -> tuple[list[int], Any]:
+async def _encode(engine: TextEngine, prompt: Prompt, settings: Settings) -> tuple[list[int], Any]:
     """The prompt's tokens, and for images the pixels the engine's processor made of them."""
     if not prompt.images:
         return await asyncio.to_thread(engine.encode, prompt.text, [])
@@ -119,7 +119,6 @@ def _grammar(body: ChatCompletionRequest, prompt: Prompt) -> str | None:
             parser_class(prompt.parser).syntax,
             [(t.function.name, t.function.parameters or {"type": "object"}) for t in tools],
             parallel=body.parallel_tool_calls and not isinstance(choice, NamedToolChoice),
-            per_parameter=prompt.parser == "qwen3_coder",
         )
     fmt = body.response_format
     if fmt is None or fmt.type == "text":

@@ -13,8 +13,8 @@ from fastapi import APIRouter, Request, Response
 
 from kaiyuan.engines.base import (
     Delta,
-    Engine,
     EventStream,
+    TextEngine,
     TokenLogprob,
     check_text_fits,
 )
@@ -44,7 +44,7 @@ router = APIRouter(tags=["completions"], route_class=ApiRoute)
 )
 async def create_completion(body: CompletionRequest, request: Request) -> Any:
     state = request.app.state
-    engine = await gen.acquire(state.pool, body.model, "completion", "/v1/completions")
+    engine = await state.pool.acquire(body.model, TextEngine, "completion", route="/v1/completions")
     raw = _raw_prompts(body)
     gen.check_choices(len(raw) * body.n, state.settings.max_n)  # before any tokenizing
     prompts = await asyncio.to_thread(_prompts, raw, engine)
@@ -99,7 +99,7 @@ def _raw_prompts(body: CompletionRequest) -> list[Any]:
     return [raw] if isinstance(raw[0], int) else raw
 
 
-def _prompts(raw: list[Any], engine: Engine) -> list[tuple[str | None, list[int]]]:
+def _prompts(raw: list[Any], engine: TextEngine) -> list[tuple[str | None, list[int]]]:
     """Each prompt as (its text, or None for token input; its token ids), in a worker thread."""
     out: list[tuple[str | None, list[int]]] = []
     for i, item in enumerate(raw):

@@ -8,9 +8,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from kaiyuan.engines.base import EmbeddingEngine
 from kaiyuan.errors import InvalidRequest
 from kaiyuan.protocol.openai import EmbeddingList, EmbeddingRequest
-from kaiyuan.server import generation as gen
 from kaiyuan.server.errors import ERROR_RESPONSES
 from kaiyuan.server.routing import ApiRoute
 
@@ -19,7 +19,9 @@ router = APIRouter(tags=["embeddings"], route_class=ApiRoute)
 
 @router.post("/v1/embeddings", response_model=EmbeddingList, responses=ERROR_RESPONSES)
 async def create_embeddings(body: EmbeddingRequest, request: Request) -> Any:
-    engine = await gen.acquire(request.app.state.pool, body.model, "embedding", "/v1/embeddings")
+    engine = await request.app.state.pool.acquire(
+        body.model, EmbeddingEngine, "embedding", route="/v1/embeddings"
+    )
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not all(isinstance(t, str) for t in texts):
         raise InvalidRequest(

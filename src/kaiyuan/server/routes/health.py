@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from kaiyuan.engines.base import Engine, Finish, SamplingParams
+from kaiyuan.engines.base import EmbeddingEngine, Engine, Finish, SamplingParams, TextEngine
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.protocol.openai import Health
 from kaiyuan.server.errors import ERROR_RESPONSES
@@ -43,19 +43,14 @@ async def ready(request: Request) -> JSONResponse:
 
 
 async def _probe(engine: Engine, limit: float) -> tuple[str, str]:
-    """A real one-token generation."""
+    """A real one-token generation, or one embedding."""
     if not engine.alive:
         return engine.info.id, "dead"
-    if "completion" not in engine.info.capabilities:  # an embedding model: embed one word
-        try:
-            async with asyncio.timeout(limit):
-                done = await engine.embed(["ready"])
-            return engine.info.id, "ok" if done.vectors else "error"
-        except TimeoutError:
-            return engine.info.id, "timeout"
-        except Exception:
-            log.exception("readiness probe failed for %s", engine.info.id)
-            return engine.info.id, "error"
+    if isinstance(engine, EmbeddingEngine):
+        return await _probe_embedding(engine, limit)
+    if not isinstance(engine, TextEngine):
+        # No cheap probe of a media pipeline yet: reported as before the contracts split.
+        return engine.info.id, "error"
     try:
         prompt = engine.tokenize("Hello")
         stream = engine.generate(prompt, SamplingParams(max_tokens=1, temperature=0))
@@ -71,3 +66,16 @@ async def _probe(engine: Engine, limit: float) -> tuple[str, str]:
         log.exception("readiness probe failed for %s", engine.info.id)
         return engine.info.id, "error"
     return engine.info.id, "error"
+
+
+async def _probe_embedding(engine: EmbeddingEngine, limit: float) -> tuple[str, str]:
+    """Embed one word."""
+    try:
+        async with asyncio.timeout(limit):
+            done = await engine.embed(["ready"])
+        return engine.info.id, "ok" if done.vectors else "error"
+    except TimeoutError:
+        return engine.info.id, "timeout"
+    except Exception:
+        log.exception("readiness probe failed for %s", engine.info.id)
+        return engine.info.id, "error"

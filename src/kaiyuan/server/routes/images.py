@@ -14,10 +14,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
+from kaiyuan.engines.base import MediaEngine, MediaRequest
 from kaiyuan.errors import InvalidRequest, NotFound
 from kaiyuan.extras import require
 from kaiyuan.protocol.openai import ImageRequest
-from kaiyuan.server import generation as gen
 from kaiyuan.server.errors import ERROR_RESPONSES
 from kaiyuan.server.routing import ApiRoute
 
@@ -28,11 +28,10 @@ MEDIA_NAME = re.compile(r"^[0-9a-f]{32}\.(png|mp4)$")
 @router.post("/v1/images/generations", responses=ERROR_RESPONSES)
 async def create_images(body: ImageRequest, request: Request) -> Any:
     require("diffusion", "image generation")
-    from kaiyuan.engines.diffusion import DiffusionEngine, MediaRequest
-
     state = request.app.state
-    engine = await gen.acquire(state.pool, body.model, "image", "/v1/images/generations")
-    assert isinstance(engine, DiffusionEngine)  # the only backend with the image capability
+    engine = await state.pool.acquire(
+        body.model, MediaEngine, "image", route="/v1/images/generations"
+    )
     rules = engine.rules
     width, height = parse_size(body.size, rules.default_size)
     steps = body.steps if body.steps is not None else 30

@@ -36,10 +36,10 @@ from kaiyuan.agent.responses import (
     to_messages,
     tool_origins,
 )
+from kaiyuan.engines.base import TextEngine
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.extras import require
 from kaiyuan.protocol.openai import ResponseRequest
-from kaiyuan.server import generation as gen
 from kaiyuan.server import shared
 from kaiyuan.server.errors import ERROR_RESPONSES, envelope
 from kaiyuan.server.routing import ApiRoute
@@ -58,7 +58,8 @@ router = APIRouter(tags=["responses"], route_class=ApiRoute)
 async def create_response(body: ResponseRequest, request: Request) -> Any:
     require("agent", "POST /v1/responses")
     state = request.app.state
-    await gen.acquire(state.pool, body.model, "chat", "/v1/responses")  # loaded, can chat
+    # loaded, and can chat
+    await state.pool.acquire(body.model, TextEngine, "chat", route="/v1/responses")
     tools, functions, servers = plan_tools(body, state.settings)
     if body.tool_choice == "none":
         tools, functions, servers = [], [], []

@@ -15,10 +15,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
+from kaiyuan.engines.base import MediaEngine, MediaRequest
 from kaiyuan.errors import InvalidRequest
 from kaiyuan.extras import require
 from kaiyuan.protocol.openai import VideoRequest
-from kaiyuan.server import generation as gen
 from kaiyuan.server.errors import ERROR_RESPONSES
 from kaiyuan.server.routes.images import check_pixels, parse_size
 from kaiyuan.server.routing import ApiRoute
@@ -30,13 +30,11 @@ router = APIRouter(tags=["videos"], route_class=ApiRoute)
 @router.post("/v1/videos", responses=ERROR_RESPONSES)
 async def create_video(request: Request) -> Any:
     require("diffusion", "video generation")
-    from kaiyuan.engines.diffusion import DiffusionEngine, MediaRequest
     from kaiyuan.media.jobs import run
 
     body, reference = await _body(request)
     state = request.app.state
-    engine = await gen.acquire(state.pool, body.model, "video", "/v1/videos")
-    assert isinstance(engine, DiffusionEngine)  # the only backend with the video capability
+    engine = await state.pool.acquire(body.model, MediaEngine, "video", route="/v1/videos")
     rules = engine.rules
     width, height = parse_size(body.size, rules.default_size)
     frames = body.frames
