@@ -12,7 +12,14 @@ import openai
 import pytest
 
 from kaiyuan.config import Settings
-from kaiyuan.engines.base import EventStream, SamplingParams
+from kaiyuan.engines.base import (
+    EventStream,
+    MediaEngine,
+    MediaRequest,
+    ModelInfo,
+    Rules,
+    SamplingParams,
+)
 from kaiyuan.engines.pool import EnginePool
 from kaiyuan.errors import Overloaded
 from kaiyuan.server import create_app
@@ -538,3 +545,41 @@ def test_body_cap_setting_is_enforced() -> None:
     error = assert_error(large, 413, code="payload_too_large")
     assert "4096" in error["message"]
     assert len(engine.records) == 1
+
+
+class StillPipeline(MediaEngine):
+    """A loaded media pipeline that is alive or not; it never generates here."""
+
+    rules = Rules(multiple=8, default_size=(64, 64), video=False)
+    takes_image = needs_image = False
+
+    def __init__(self, model_id: str, alive: bool) -> None:
+        self.info = ModelInfo(model_id, "fake", 0, None, capabilities=("image",))
+        self._alive = alive
+
+    @property
+    def in_flight(self) -> int:
+        return 0
+
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
+    async def aclose(self) -> None:
+        self._alive = False
+
+    def generate_media(self, request: MediaRequest) -> list[Any]:
+        raise AssertionError("readiness must not generate an image")
+
+
+def test_ready_counts_a_live_media_pipeline_as_ready() -> None:
+    engines = [ScriptedEngine(), StillPipeline("painter", True)]
+    app = create_app(Settings(), EnginePool(engines))
+    with serve_app(app) as url:
+        ready = httpx.get(url + "/ready", timeout=10)
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["models"] == {MODEL: "ok", "painter": "ok"}
+    dead = create_app(Settings(), EnginePool([StillPipeline("painter", False)]))
+    with serve_app(dead) as url:
+        ready = httpx.get(url + "/ready", timeout=10)
+        assert ready.status_code == 503 and ready.json()["models"] == {"painter": "dead"}

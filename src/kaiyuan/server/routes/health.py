@@ -43,14 +43,14 @@ async def ready(request: Request) -> JSONResponse:
 
 
 async def _probe(engine: Engine, limit: float) -> tuple[str, str]:
-    """A real one-token generation, or one embedding."""
+    """A real one-token generation, or one embedding; a loaded media pipeline is ready while
+    it is alive (one real denoising step of a large pipeline costs seconds to minutes)."""
     if not engine.alive:
         return engine.info.id, "dead"
     if isinstance(engine, EmbeddingEngine):
         return await _probe_embedding(engine, limit)
     if not isinstance(engine, TextEngine):
-        # No cheap probe of a media pipeline yet: reported as before the contracts split.
-        return engine.info.id, "error"
+        return engine.info.id, "ok"
     try:
         prompt = engine.tokenize("Hello")
         stream = engine.generate(prompt, SamplingParams(max_tokens=1, temperature=0))
