@@ -67,6 +67,8 @@ def via_server(client: openai.OpenAI, tokens: list[int], n: int, ban: dict[str, 
         logit_bias=ban,
         stream=True,
         stream_options={"include_usage": True},
+        # the same work as the in-process side: no model-default repetition guard or top-p
+        extra_body={"repetition_penalty": 1.0, "top_p": 1.0},
     )
     for chunk in stream:
         if chunk.usage is not None:
