@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from kaiyuan.config import GenerationDefaults, Settings, config_file
 from kaiyuan.errors import InvalidRequest
 from kaiyuan.store import generation
+from kaiyuan.store.records import ModelRecord
 from kaiyuan.store.store import Store
 
 KEYS = generation.KEYS
@@ -88,8 +89,6 @@ def unset_defaults(settings: Settings, model_id: str, keys: tuple[str, ...]) -> 
     click.echo(f"{model_id}: {', '.join(names)} back to the model's defaults")
 
 
-def describe(settings: Settings, model_id: str) -> dict[str, tuple[Any, str]]:
+def describe(settings: Settings, store: Store, record: ModelRecord) -> dict[str, tuple[Any, str]]:
     """key -> (value, source) of a stored model's generation defaults."""
-    store = Store(settings.home)
-    record = store.get(model_id)
     return generation.sources(generation.layers(record, settings, store.weights(record)))

@@ -48,14 +48,11 @@ def choose_model(settings: Settings, kind: str, model: str | None, url: str | No
     installed = {r.id: r.capabilities for r in Store(settings.home).list()}
     capable = sorted(i for i, caps in installed.items() if kind in caps)
     if model is None:
-        if len(capable) == 1:
-            return capable[0]
-        if capable:
-            raise InvalidRequest(
-                f"several {kind} models are installed ({', '.join(capable)}): choose one with -m",
-                param="model",
-            )
-        raise InvalidRequest(f"no {kind} model is installed; {_suggestion(kind)}", param="model")
+        return _the_one(
+            capable,
+            several=f"several {kind} models are installed",
+            none=f"no {kind} model is installed; {_suggestion(kind)}",
+        )
     if model in installed:
         if kind not in installed[model]:
             caps = ", ".join(installed[model]) or "none"
@@ -121,16 +118,20 @@ def _only_remote(kind: str, url: str) -> str:
     capable = sorted(
         m.id for m in listed.data if kind in ((m.model_extra or {}).get("capabilities") or [])
     )
+    return _the_one(
+        capable,
+        several=f"the server serves several {kind} models",
+        none=f"the server at {url} lists no {kind} model: name one with -m",
+    )
+
+
+def _the_one(capable: list[str], *, several: str, none: str) -> str:
+    """The only model in ``capable``; none or several is one readable error."""
     if len(capable) == 1:
         return capable[0]
     if capable:
-        raise InvalidRequest(
-            f"the server serves several {kind} models ({', '.join(capable)}): choose one with -m",
-            param="model",
-        )
-    raise InvalidRequest(
-        f"the server at {url} lists no {kind} model: name one with -m", param="model"
-    )
+        raise InvalidRequest(f"{several} ({', '.join(capable)}): choose one with -m", param="model")
+    raise InvalidRequest(none, param="model")
 
 
 def image(

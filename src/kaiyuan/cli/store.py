@@ -73,9 +73,10 @@ def list_models(settings: Settings, as_json: bool) -> None:
 def show(settings: Settings, model_id: str, as_json: bool) -> None:
     from kaiyuan.cli.config import describe
 
-    record = Store(settings.home).get(model_id)
+    store = Store(settings.home)
+    record = store.get(model_id)
     data = record.public()
-    defaults = describe(settings, model_id)
+    defaults = describe(settings, store, record)
     if as_json:
         data["generation"] = {k: {"value": v, "source": src} for k, (v, src) in defaults.items()}
         click.echo(json.dumps(data, indent=2))
