@@ -18,7 +18,7 @@ import pytest
 from kaiyuan.chat.guard import GUARD_CLOSE, GUARD_OPEN, guard_text, split_guarded
 from kaiyuan.chat.prompt import build
 from kaiyuan.engines.base import EngineOptions, ModelInfo, TextEngine
-from kaiyuan.protocol.openai import ChatCompletionRequest
+from kaiyuan.protocol.openai.chat import ChatCompletionRequest
 from tests.conftest import MODEL
 from tests.harness import KaiyuanServer
 from tests.test_toolcall_parsers import QWEN25_TEMPLATE

@@ -11,7 +11,7 @@ from kaiyuan.chat.template import ChatTemplate
 from kaiyuan.engines.base import Delta, TokenLogprob
 from kaiyuan.engines.textstream import TextStream
 from kaiyuan.errors import InvalidRequest, TemplateError
-from kaiyuan.protocol.openai import ChatCompletionRequest
+from kaiyuan.protocol.openai.chat import ChatCompletionRequest
 from kaiyuan.server.errors import validation_message
 from tests.fakes import CHATML
 

@@ -14,7 +14,7 @@ from kaiyuan.agent.loop import AnswerEvent, ToolCallEvent, ToolResultEvent
 from kaiyuan.agent.mcp import SEPARATOR
 from kaiyuan.config import Settings
 from kaiyuan.errors import InvalidRequest, KaiyuanError
-from kaiyuan.protocol.openai import ResponseRequest
+from kaiyuan.protocol.openai.responses import ResponseRequest
 from kaiyuan.tools.base import Tool, builtin
 
 # Responses tool types -> kaiyuan's built-in tools (web search also opens pages)

@@ -23,7 +23,7 @@ from kaiyuan.chat.model import ChatModel, max_prompt_chars
 from kaiyuan.chat.template import ChatTemplate
 from kaiyuan.chat.toolcalls import TemplateTools, parser_class, traits
 from kaiyuan.errors import InvalidRequest
-from kaiyuan.protocol.openai import ChatCompletionRequest, ChatMessage, ImagePart, TextPart
+from kaiyuan.protocol.openai.chat import ChatCompletionRequest, ChatMessage, ImagePart, TextPart
 
 DEFAULT_TOOL_PROMPT = """# Tools
 

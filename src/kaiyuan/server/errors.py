@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 
 from kaiyuan.errors import FeatureNotInstalled, KaiyuanError, Overloaded
 from kaiyuan.extras import for_missing
-from kaiyuan.protocol.openai import ErrorResponse
+from kaiyuan.protocol.openai.common import ErrorResponse
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from kaiyuan.engines.base import (
     check_fits,
 )
 from kaiyuan.errors import EngineTimeout, InvalidRequest
-from kaiyuan.protocol.openai import SamplingFields
+from kaiyuan.protocol.openai.sampling import SamplingFields
 
 T = TypeVar("T")
 

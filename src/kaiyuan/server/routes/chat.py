@@ -17,7 +17,7 @@ from kaiyuan.chat.prompt import Prompt, build
 from kaiyuan.chat.toolcalls import parser_class
 from kaiyuan.config import Settings
 from kaiyuan.engines.base import Delta, EventStream, TextEngine, TokenLogprob
-from kaiyuan.protocol.openai import ChatCompletion, ChatCompletionRequest, NamedToolChoice
+from kaiyuan.protocol.openai.chat import ChatCompletion, ChatCompletionRequest, NamedToolChoice
 from kaiyuan.server import generation as gen
 from kaiyuan.server import sse
 from kaiyuan.server.errors import ERROR_RESPONSES

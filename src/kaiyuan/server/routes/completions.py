@@ -19,12 +19,12 @@ from kaiyuan.engines.base import (
     check_text_fits,
 )
 from kaiyuan.errors import InvalidRequest
-from kaiyuan.protocol.openai import (
+from kaiyuan.protocol.openai.common import Usage
+from kaiyuan.protocol.openai.completions import (
     Completion,
     CompletionChoice,
     CompletionLogprobs,
     CompletionRequest,
-    Usage,
 )
 from kaiyuan.server import generation as gen
 from kaiyuan.server import sse

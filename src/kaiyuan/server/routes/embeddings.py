@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 
 from kaiyuan.engines.base import EmbeddingEngine
 from kaiyuan.errors import InvalidRequest
-from kaiyuan.protocol.openai import EmbeddingList, EmbeddingRequest
+from kaiyuan.protocol.openai.embeddings import EmbeddingList, EmbeddingRequest
 from kaiyuan.server.errors import ERROR_RESPONSES
 from kaiyuan.server.routing import ApiRoute
 

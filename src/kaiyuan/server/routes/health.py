@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from kaiyuan.engines.base import EmbeddingEngine, Engine, Finish, SamplingParams, TextEngine
 from kaiyuan.errors import KaiyuanError
-from kaiyuan.protocol.openai import Health
+from kaiyuan.protocol.openai.models import Health
 from kaiyuan.server.errors import ERROR_RESPONSES
 from kaiyuan.server.generation import guarded
 from kaiyuan.server.routing import ApiRoute

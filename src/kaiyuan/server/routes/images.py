@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse
 from kaiyuan.engines.base import MediaEngine, MediaRequest
 from kaiyuan.errors import InvalidRequest, NotFound
 from kaiyuan.extras import require
-from kaiyuan.protocol.openai import ImageRequest
+from kaiyuan.protocol.openai.media import ImageRequest
 from kaiyuan.server.errors import ERROR_RESPONSES
 from kaiyuan.server.routing import ApiRoute
 

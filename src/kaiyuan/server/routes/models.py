@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 
 from kaiyuan.engines.pool import EnginePool
 from kaiyuan.errors import ModelNotFound, did_you_mean
-from kaiyuan.protocol.openai import Model, ModelList
+from kaiyuan.protocol.openai.models import Model, ModelList
 from kaiyuan.server.errors import ERROR_RESPONSES
 from kaiyuan.server.routing import ApiRoute
 from kaiyuan.store.records import ModelRecord

@@ -39,7 +39,7 @@ from kaiyuan.agent.responses import (
 from kaiyuan.engines.base import TextEngine
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.extras import require
-from kaiyuan.protocol.openai import ResponseRequest
+from kaiyuan.protocol.openai.responses import ResponseRequest
 from kaiyuan.server import shared
 from kaiyuan.server.errors import ERROR_RESPONSES, envelope
 from kaiyuan.server.routing import ApiRoute

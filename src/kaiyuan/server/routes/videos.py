@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from kaiyuan.engines.base import MediaEngine, MediaRequest
 from kaiyuan.errors import InvalidRequest
 from kaiyuan.extras import require
-from kaiyuan.protocol.openai import VideoRequest
+from kaiyuan.protocol.openai.media import VideoRequest
 from kaiyuan.server.errors import ERROR_RESPONSES
 from kaiyuan.server.routes.images import check_pixels, parse_size
 from kaiyuan.server.routing import ApiRoute
