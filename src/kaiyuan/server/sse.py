@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.server.errors import envelope, error_body
@@ -21,6 +22,11 @@ def event(data: dict[str, Any]) -> bytes:
     return (
         b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
     )
+
+
+def chunk(model: BaseModel) -> bytes:
+    """A typed stream chunk; fields left unset are absent (see ``kaiyuan.protocol.openai``)."""
+    return b"data: " + model.__pydantic_serializer__.to_json(model, exclude_unset=True) + b"\n\n"
 
 
 async def _terminated(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
