@@ -200,3 +200,42 @@ class ChatCompletion(BaseModel):
     choices: list[ChatChoice]
     usage: Usage
     system_fingerprint: str | None = None
+
+
+# --- stream chunks: written with exclude_unset, so a delta carries only what it sets ----------
+class ChunkFunction(BaseModel):
+    name: str | None = None
+    arguments: str
+
+
+class ChunkToolCall(BaseModel):
+    """A tool call's first fragment (index, id, type, name) or a later piece of its arguments."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: ChunkFunction
+
+
+class ChoiceDelta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[ChunkToolCall] | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int
+    delta: ChoiceDelta
+    logprobs: ChoiceLogprobs | None
+    finish_reason: Literal["stop", "length", "tool_calls"] | None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    # set (to null) on every chunk when stream_options.include_usage, as OpenAI does
+    usage: Usage | None = None

@@ -13,8 +13,8 @@ from kaiyuan.engines.base import EmbeddingEngine, Engine, Finish, SamplingParams
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.protocol.openai.models import Health
 from kaiyuan.server.errors import ERROR_RESPONSES
-from kaiyuan.server.generation import guarded
 from kaiyuan.server.routing import ApiRoute
+from kaiyuan.server.serving.streams import guarded
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"], route_class=ApiRoute)
