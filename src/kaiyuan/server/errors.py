@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 
 from kaiyuan.errors import FeatureNotInstalled, KaiyuanError, Overloaded
 from kaiyuan.extras import for_missing
-from kaiyuan.protocol.openai.common import ErrorResponse
+from kaiyuan.protocol.openai.common import ErrorBody, ErrorResponse
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,8 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_la
 def error_body(
     message: str, type_: str, *, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    body = ErrorBody(message=message, type=type_, param=param, code=code)
+    return ErrorResponse(error=body).model_dump()
 
 
 def envelope(exc: KaiyuanError) -> dict[str, Any]:
