@@ -14,7 +14,28 @@ from kaiyuan.agent.loop import AnswerEvent, ToolCallEvent, ToolResultEvent
 from kaiyuan.agent.mcp import SEPARATOR
 from kaiyuan.config import Settings
 from kaiyuan.errors import InvalidRequest, KaiyuanError
-from kaiyuan.protocol.openai.responses import ResponseRequest
+from kaiyuan.protocol.openai.responses import (
+    ActionOpenPage,
+    ActionSearch,
+    CodeInterpreterLogs,
+    FileSearchResult,
+    IncompleteDetails,
+    IncompleteReason,
+    McpCall,
+    OutputItem,
+    Response,
+    ResponseCodeInterpreterToolCall,
+    ResponseFileSearchToolCall,
+    ResponseFunctionToolCall,
+    ResponseFunctionWebSearch,
+    ResponseOutputMessage,
+    ResponseOutputText,
+    ResponseRequest,
+    ResponseStatus,
+    ResponseUsage,
+    ToolCall,
+    UrlCitation,
+)
 from kaiyuan.tools.base import Tool, builtin
 
 # Responses tool types -> kaiyuan's built-in tools (web search also opens pages)
@@ -254,117 +275,114 @@ def _content(content: Any, i: int) -> Any:
 class Items:
     """Output items, built as the loop's events arrive."""
 
-    items: list[dict[str, Any]] = field(default_factory=list)
-    _open: dict[str, dict[str, Any]] = field(default_factory=dict)
+    items: list[OutputItem] = field(default_factory=list)
+    _open: dict[str, ToolCall] = field(default_factory=dict)
 
-    def started(self, event: ToolCallEvent) -> dict[str, Any]:
+    def started(self, event: ToolCallEvent) -> ToolCall:
         kind = ITEM_TYPE.get(event.name, "mcp_call" if SEPARATOR in event.name else "function_call")
         try:
             arguments = json.loads(event.arguments or "{}")
         except ValueError:
             arguments = {}
-        item: dict[str, Any] = {"type": kind, "id": f"{PREFIX.get(kind, 'fc')}_{event.id}",
-                                "status": "in_progress"}  # fmt: skip
+        if not isinstance(arguments, dict):  # the model wrote a list or a number: no fields
+            arguments = {}
+        id_ = f"{PREFIX.get(kind, 'fc')}_{event.id}"
+        item: ToolCall
         if event.name == "search":
-            item["action"] = {"type": "search", "query": arguments.get("query", "")}
+            search = ActionSearch(query=arguments.get("query", ""))
+            item = ResponseFunctionWebSearch(id=id_, action=search)
         elif event.name == "fetch":
-            item["action"] = {"type": "open_page", "url": arguments.get("url", "")}
+            page = ActionOpenPage(url=arguments.get("url", ""))
+            item = ResponseFunctionWebSearch(id=id_, action=page)
         elif event.name == "code":
-            item.update(code=arguments.get("code", ""), container_id="sandbox", outputs=None)
+            code = arguments.get("code", "")
+            item = ResponseCodeInterpreterToolCall(id=id_, code=code, container_id="sandbox")
         elif event.name == "files":
-            item.update(queries=[arguments.get("query", "")], results=None)
+            item = ResponseFileSearchToolCall(id=id_, queries=[arguments.get("query", "")])
         elif kind == "mcp_call":
             label, _, tool = event.name.partition(SEPARATOR)
-            item.update(server_label=label, name=tool, arguments=event.arguments, output=None)
+            item = McpCall(id=id_, server_label=label, name=tool, arguments=event.arguments)
         else:  # a tool the request did not offer: it fails, as a function call item
-            item.update(call_id=event.id, name=event.name, arguments=event.arguments)
+            item = ResponseFunctionToolCall(
+                id=id_, call_id=event.id, name=event.name, arguments=event.arguments
+            )
         self._open[event.id] = item
         self.items.append(item)
         return item
 
-    def finished(self, event: ToolResultEvent) -> dict[str, Any]:
+    def finished(self, event: ToolResultEvent) -> ToolCall:
         item = self._open.pop(event.id)
-        item["status"] = "failed" if event.error else "completed"
+        item.status = "failed" if event.error else "completed"
         out = event.output
-        if item["type"] == "code_interpreter_call":
+        if isinstance(item, ResponseCodeInterpreterToolCall):
             logs = (out.get("stdout", "") + out.get("stderr", "")) if not event.error else ""
-            item["outputs"] = [{"type": "logs", "logs": logs or (event.error or "")}]
-        elif item["type"] == "file_search_call":
-            item["results"] = [
-                {"file_id": r.get("source"), "filename": r.get("title"), "score": r.get("score"),
-                 "text": r.get("text"), "attributes": {"url": r.get("url")}}
+            item.outputs = [CodeInterpreterLogs(logs=logs or (event.error or ""))]
+        elif isinstance(item, ResponseFileSearchToolCall):
+            item.results = [
+                FileSearchResult(file_id=r.get("source"), filename=r.get("title"),
+                                 score=r.get("score"), text=r.get("text"),
+                                 attributes={"url": r.get("url")})
                 for r in out.get("results", [])
             ]  # fmt: skip
-        elif item["type"] == "mcp_call":
-            item["output"] = None if event.error else out.get("text")
-        if event.error:
-            item["error"] = event.error
+        elif isinstance(item, McpCall):
+            item.output = None if event.error else out.get("text")
+        item.error = event.error or None
         return item
 
-    def answer(self, event: AnswerEvent) -> list[dict[str, Any]]:
-        added: list[dict[str, Any]] = []
+    def answer(self, event: AnswerEvent) -> list[ResponseOutputMessage | ResponseFunctionToolCall]:
+        added: list[ResponseOutputMessage | ResponseFunctionToolCall] = []
         if event.text or not event.calls:
-            annotations: list[dict[str, Any]] = [
-                {"type": "url_citation", "url": s.url, "title": s.title,
-                 "start_index": m.start(), "end_index": m.end()}
+            annotations = [
+                UrlCitation(url=s.url, title=s.title, start_index=m.start(), end_index=m.end())
                 for s in event.citations
                 for m in re.finditer(re.escape(f"[{s.ref}]"), event.text)
-            ]  # fmt: skip
-            annotations.sort(key=lambda a: a["start_index"])
+            ]
+            annotations.sort(key=lambda a: a.start_index)
             cut = event.stop_reason == "max_tokens"
-            added.append({
-                "type": "message", "id": f"msg_{event.run_id}",
-                "status": "incomplete" if cut else "completed",
-                "role": "assistant",
-                "content": [{"type": "output_text", "text": event.text,
-                             "annotations": annotations, "logprobs": []}],
-            })  # fmt: skip
+            added.append(ResponseOutputMessage(
+                id=f"msg_{event.run_id}", status="incomplete" if cut else "completed",
+                content=[ResponseOutputText(text=event.text, annotations=annotations)],
+            ))  # fmt: skip
         for call in event.calls:
-            added.append({
-                "type": "function_call", "id": f"fc_{call['id']}", "call_id": call["id"],
-                "name": call["function"]["name"], "arguments": call["function"]["arguments"],
-                "status": "completed",
-            })  # fmt: skip
+            added.append(ResponseFunctionToolCall(
+                id=f"fc_{call['id']}", call_id=call["id"], name=call["function"]["name"],
+                arguments=call["function"]["arguments"], status="completed",
+            ))  # fmt: skip
         self.items.extend(added)
         return added
 
 
-INCOMPLETE = {"max_tokens": "max_output_tokens", "max_steps": "max_steps",
-              "max_tool_calls": "max_tool_calls", "max_seconds": "max_seconds"}  # fmt: skip
+INCOMPLETE: dict[str, IncompleteReason] = {
+    "max_tokens": "max_output_tokens", "max_steps": "max_steps",
+    "max_tool_calls": "max_tool_calls", "max_seconds": "max_seconds",
+}  # fmt: skip
 
 
 def response_object(
     response_id: str,
     body: ResponseRequest,
     created: float,
-    items: list[dict[str, Any]],
+    items: list[OutputItem],
     answer: AnswerEvent | None,
-) -> dict[str, Any]:
-    status = "in_progress"
+) -> Response:
+    status: ResponseStatus = "in_progress"
     incomplete = None
     usage = None
     if answer is not None:
         reason = INCOMPLETE.get(answer.stop_reason or "")
         status = "incomplete" if reason else "completed"
-        incomplete = {"reason": reason} if reason else None
+        incomplete = IncompleteDetails(reason=reason) if reason else None
         prompt, completion = (
             answer.usage.get("prompt_tokens", 0),
             answer.usage.get("completion_tokens", 0),
         )
-        usage = {
-            "input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": completion, "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": prompt + completion,
-        }  # fmt: skip
-    return {
-        "id": response_id, "object": "response", "created_at": int(created), "status": status,
-        "error": None, "incomplete_details": incomplete, "instructions": body.instructions,
-        "max_output_tokens": body.max_output_tokens, "model": body.model, "output": items,
-        "parallel_tool_calls": body.parallel_tool_calls,
-        "previous_response_id": body.previous_response_id,
-        "temperature": body.temperature, "top_p": body.top_p,
-        "tool_choice": body.tool_choice,
-        "tools": [t.model_dump() for t in body.tools or []], "usage": usage,
-        "metadata": body.metadata or {}, "store": body.store, "text": {"format": {"type": "text"}},
-        "truncation": "disabled", "user": body.user,
-    }  # fmt: skip
+        usage = ResponseUsage(input_tokens=prompt, output_tokens=completion,
+                              total_tokens=prompt + completion)  # fmt: skip
+    return Response(
+        id=response_id, created_at=int(created), status=status, incomplete_details=incomplete,
+        instructions=body.instructions, max_output_tokens=body.max_output_tokens,
+        model=body.model, output=items, parallel_tool_calls=body.parallel_tool_calls,
+        previous_response_id=body.previous_response_id, temperature=body.temperature,
+        top_p=body.top_p, tool_choice=body.tool_choice, tools=body.tools or [], usage=usage,
+        metadata=body.metadata or {}, store=body.store, user=body.user,
+    )  # fmt: skip

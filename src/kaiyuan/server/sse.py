@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from kaiyuan.errors import KaiyuanError
+from kaiyuan.protocol.openai.responses import ResponseStreamEvent
 from kaiyuan.server.errors import envelope, error_body
 
 log = logging.getLogger(__name__)
@@ -54,16 +55,17 @@ def stream_response(chunks: AsyncIterator[bytes]) -> StreamingResponse:
     )
 
 
-def stream_events(events: AsyncIterator[tuple[str, dict[str, Any]]]) -> StreamingResponse:
+def stream_events(events: AsyncIterator[ResponseStreamEvent]) -> StreamingResponse:
     """Typed events as the Responses API streams them: ``event: TYPE`` and ``data: {...}``
-    with ``type`` and a ``sequence_number``; no [DONE]."""
+    with ``type`` and a ``sequence_number``, numbered here in order; no [DONE]."""
 
     async def lines() -> AsyncIterator[bytes]:
         number = 0
-        async for kind, payload in events:
-            data = {"type": kind, "sequence_number": number, **payload}
+        async for typed in events:
+            typed.sequence_number = number
             number += 1
-            yield f"event: {kind}\n".encode() + event(data)
+            data = typed.model_dump_json().encode()
+            yield f"event: {typed.type}\n".encode() + b"data: " + data + b"\n\n"
 
     return StreamingResponse(
         lines(),

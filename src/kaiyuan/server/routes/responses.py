@@ -39,7 +39,23 @@ from kaiyuan.agent.responses import (
 from kaiyuan.engines.base import TextEngine
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.extras import require
-from kaiyuan.protocol.openai.responses import ResponseRequest
+from kaiyuan.protocol.openai.common import ErrorBody
+from kaiyuan.protocol.openai.responses import (
+    OutputItem,
+    Response,
+    ResponseContentPartEvent,
+    ResponseFunctionCallArgumentsDoneEvent,
+    ResponseLifecycleEvent,
+    ResponseOutputItemEvent,
+    ResponseOutputMessage,
+    ResponseOutputText,
+    ResponseRequest,
+    ResponseStreamEvent,
+    ResponseTextDeltaEvent,
+    ResponseTextDoneEvent,
+    ResponseToolCallProgressEvent,
+    ToolCall,
+)
 from kaiyuan.server import shared
 from kaiyuan.server.errors import ERROR_RESPONSES, envelope
 from kaiyuan.server.routing import ApiRoute
@@ -50,6 +66,7 @@ router = APIRouter(tags=["responses"], route_class=ApiRoute)
 
 @router.post(
     "/v1/responses",
+    response_model=Response,
     responses={
         **ERROR_RESPONSES,
         200: {"content": {"text/event-stream": {}}, "description": "Response or SSE stream"},
@@ -139,64 +156,84 @@ async def _stream(
     created: float,
     events: AsyncIterator[Any],
     client: openai.AsyncOpenAI,
-) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+) -> AsyncIterator[ResponseStreamEvent]:
     items = Items()
     positions: dict[str, int] = {}
     start = response_object(response_id, body, created, [], None)
-    yield "response.created", {"response": start}
-    yield "response.in_progress", {"response": start}
+    yield ResponseLifecycleEvent(type="response.created", response=start)
+    yield ResponseLifecycleEvent(type="response.in_progress", response=start)
     try:
         async for event in events:
             if isinstance(event, ToolCallEvent):
                 item = items.started(event)
-                positions[item["id"]] = len(items.items) - 1
-                index = positions[item["id"]]
-                yield "response.output_item.added", {"output_index": index, "item": item}
-                yield f"response.{item['type']}.in_progress", {
-                    "output_index": index, "item_id": item["id"]}  # fmt: skip
+                positions[item.id] = index = len(items.items) - 1
+                yield _item_event("added", index, item)
+                yield _progress(item, "in_progress", index)
             elif isinstance(event, ToolResultEvent):
                 item = items.finished(event)
-                index = positions[item["id"]]
-                yield f"response.{item['type']}.completed", {
-                    "output_index": index, "item_id": item["id"]}  # fmt: skip
-                yield "response.output_item.done", {"output_index": index, "item": item}
+                index = positions[item.id]
+                yield _progress(item, "completed", index)
+                yield _item_event("done", index, item)
             else:
                 for part in _answer_events(items, event):
                     yield part
                 final = response_object(response_id, body, created, items.items, event)
-                kind = "completed" if final["status"] == "completed" else "incomplete"
-                yield f"response.{kind}", {"response": final}
+                ended = "completed" if final.status == "completed" else "incomplete"
+                yield ResponseLifecycleEvent.model_validate(
+                    {"type": f"response.{ended}", "response": final}
+                )
     except KaiyuanError as exc:
         failed = response_object(response_id, body, created, items.items, None)
-        failed.update(status="failed", error=envelope(exc)["error"])
-        yield "response.failed", {"response": failed}
+        failed.status = "failed"
+        failed.error = ErrorBody.model_validate(envelope(exc)["error"])
+        yield ResponseLifecycleEvent(type="response.failed", response=failed)
     finally:
         await client.close()
 
 
-def _answer_events(items: Items, event: AnswerEvent) -> list[tuple[str, dict[str, Any]]]:
-    out: list[tuple[str, dict[str, Any]]] = []
+def _progress(item: ToolCall, phase: str, index: int) -> ResponseToolCallProgressEvent:
+    """``response.<item type>.in_progress`` or ``.completed``."""
+    return ResponseToolCallProgressEvent.model_validate(
+        {"type": f"response.{item.type}.{phase}", "output_index": index, "item_id": item.id}
+    )
+
+
+def _answer_events(items: Items, event: AnswerEvent) -> list[ResponseStreamEvent]:
+    out: list[ResponseStreamEvent] = []
     for item in items.answer(event):
         index = items.items.index(item)
-        if item["type"] == "message":
-            empty = {**item, "status": "in_progress", "content": []}
-            part = item["content"][0]
-            text = part["text"]
-            where = {"output_index": index, "item_id": item["id"], "content_index": 0}
-            out += [
-                ("response.output_item.added", {"output_index": index, "item": empty}),
-                ("response.content_part.added", {**where, "part": {**part, "text": ""}}),
-                ("response.output_text.delta", {**where, "delta": text, "logprobs": []}),
-                ("response.output_text.done", {**where, "text": text, "logprobs": []}),
-                ("response.content_part.done", {**where, "part": part}),
-                ("response.output_item.done", {"output_index": index, "item": item}),
-            ]
+        if isinstance(item, ResponseOutputMessage):
+            empty = item.model_copy(update={"status": "in_progress", "content": []})
+            out.append(_item_event("added", index, empty))
+            out += _text_events(item.id, index, item.content[0])
         else:
-            where = {"output_index": index, "item_id": item["id"]}
             out += [
-                ("response.output_item.added", {"output_index": index, "item": item}),
-                ("response.function_call_arguments.done",
-                 {**where, "arguments": item["arguments"]}),
-                ("response.output_item.done", {"output_index": index, "item": item}),
-            ]  # fmt: skip
+                _item_event("added", index, item),
+                ResponseFunctionCallArgumentsDoneEvent(
+                    output_index=index, item_id=item.id, arguments=item.arguments
+                ),
+            ]
+        out.append(_item_event("done", index, item))
     return out
+
+
+def _text_events(item_id: str, index: int, part: ResponseOutputText) -> list[ResponseStreamEvent]:
+    """A message's one text part, whole: added empty, its text as one delta, done."""
+    where = {"output_index": index, "item_id": item_id, "content_index": 0}
+    return [
+        ResponseContentPartEvent.model_validate(
+            {"type": "response.content_part.added", **where,
+             "part": part.model_copy(update={"text": ""})}
+        ),
+        ResponseTextDeltaEvent.model_validate({**where, "delta": part.text}),
+        ResponseTextDoneEvent.model_validate({**where, "text": part.text}),
+        ResponseContentPartEvent.model_validate(
+            {"type": "response.content_part.done", **where, "part": part}
+        ),
+    ]  # fmt: skip
+
+
+def _item_event(phase: str, index: int, item: OutputItem) -> ResponseOutputItemEvent:
+    return ResponseOutputItemEvent.model_validate(
+        {"type": f"response.output_item.{phase}", "output_index": index, "item": item}
+    )
