@@ -218,16 +218,16 @@ def test_a_restart_marks_unfinished_jobs_failed(tmp_path: Path) -> None:
 
     jobs = Jobs(tmp_path)
     params = {"width": 16, "height": 16, "frames": 9, "fps": 8}
-    queued = jobs.create("m", "p", params)["id"]
-    jobs.update(running := jobs.create("m", "q", params)["id"], status="in_progress")
-    done = jobs.create("m", "r", params)["id"]
+    queued = jobs.create("m", "p", params).id
+    jobs.update(running := jobs.create("m", "q", params).id, status="in_progress")
+    done = jobs.create("m", "r", params).id
     jobs.update(done, status="completed", progress=100)
     jobs.close()
     again = Jobs(tmp_path)  # the server came back
     for job_id in (queued, running):
         job = again.get(job_id)
-        assert job["status"] == "failed" and "restarted" in job["error"]["message"]
-    assert again.get(done)["status"] == "completed"
+        assert job.status == "failed" and "restarted" in job.error.message
+    assert again.get(done).status == "completed"
     again.close()
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from kaiyuan.engines.base import Cancelled, MediaEngine, MediaRequest
 from kaiyuan.errors import KaiyuanError, NotFound
+from kaiyuan.protocol.openai.media import Video, VideoDeleteResponse, VideoError
 from kaiyuan.sqlite import open_engine
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class Jobs:
     def close(self) -> None:
         self.engine.dispose()
 
-    def create(self, model: str, prompt: str, params: dict[str, Any]) -> dict[str, Any]:
+    def create(self, model: str, prompt: str, params: dict[str, Any]) -> Video:
         job_id = f"video_{uuid.uuid4().hex}"
         with Session(self.engine) as session, session.begin():
             row = VideoJob(id=job_id, created=time.time(), model=model, prompt=prompt,
@@ -67,7 +68,7 @@ class Jobs:
         self.cancels[job_id] = threading.Event()
         return self.get(job_id)
 
-    def get(self, job_id: str) -> dict[str, Any]:
+    def get(self, job_id: str) -> Video:
         with Session(self.engine) as session:
             job = session.get(VideoJob, job_id)
             if job is None:
@@ -83,7 +84,7 @@ class Jobs:
                 raise NotFound(f"video '{job_id}' is {job.status}, not ready", param="video_id")
             return Path(job.path)
 
-    def list(self, limit: int = 50) -> list[dict[str, Any]]:
+    def list(self, limit: int = 50) -> list[Video]:
         with Session(self.engine) as session:
             rows = session.scalars(select(VideoJob).order_by(VideoJob.created.desc()).limit(limit))
             return [_public(job) for job in rows]
@@ -95,11 +96,11 @@ class Jobs:
                 for key, value in fields.items():
                     setattr(job, key, value)
 
-    def delete(self, job_id: str) -> dict[str, Any]:
+    def delete(self, job_id: str) -> VideoDeleteResponse:
         """Cancel a job that is still running; remove a finished one and its file."""
         current = self.get(job_id)
         cancel = self.cancels.get(job_id)
-        if current["status"] in ACTIVE and cancel is not None:
+        if current.status in ACTIVE and cancel is not None:
             cancel.set()
         with Session(self.engine) as session, session.begin():
             job = session.get(VideoJob, job_id)
@@ -107,20 +108,20 @@ class Jobs:
                 if job.path:
                     Path(job.path).unlink(missing_ok=True)
                 session.delete(job)
-        return {"id": job_id, "object": "video.deleted", "deleted": True}
+        return VideoDeleteResponse(id=job_id, deleted=True)
 
 
-def _public(job: VideoJob) -> dict[str, Any]:
+def _public(job: VideoJob) -> Video:
+    """The job as OpenAI's video object; the file path, steps and seed stay internal."""
     params = json.loads(job.params)
-    error = {"code": "generation_failed", "message": job.error} if job.error else None
-    return {
-        "id": job.id, "object": "video", "model": job.model, "status": job.status,
-        "progress": job.progress, "created_at": int(job.created),
-        "completed_at": int(job.completed) if job.completed else None, "expires_at": None,
-        "prompt": job.prompt, "seconds": str(round(params["frames"] / params["fps"], 2)),
-        "size": f"{params['width']}x{params['height']}", "error": error,
-        "remixed_from_video_id": None, "frames": params["frames"], "fps": params["fps"],
-    }  # fmt: skip
+    return Video(
+        id=job.id, model=job.model, status=job.status, progress=job.progress,
+        created_at=int(job.created), completed_at=int(job.completed) if job.completed else None,
+        prompt=job.prompt, seconds=str(round(params["frames"] / params["fps"], 2)),
+        size=f"{params['width']}x{params['height']}",
+        error=VideoError(code="generation_failed", message=job.error) if job.error else None,
+        frames=params["frames"], fps=params["fps"],
+    )  # fmt: skip
 
 
 async def run(

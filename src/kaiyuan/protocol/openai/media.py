@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from kaiyuan.protocol.openai.common import Request
 
@@ -24,6 +24,19 @@ class ImageRequest(Request):
     user: str | None = None
 
 
+class Image(BaseModel):
+    """One generated PNG: base64 or a URL, as the request's ``response_format`` asked. The
+    route writes it without null fields, so only the one that was asked for is on the wire."""
+
+    b64_json: str | None = None
+    url: str | None = None
+
+
+class ImagesResponse(BaseModel):
+    created: int
+    data: list[Image]
+
+
 class VideoRequest(Request):
     model: str
     prompt: str = Field(min_length=1, max_length=10_000)
@@ -36,3 +49,40 @@ class VideoRequest(Request):
     guidance_scale: float | None = Field(None, ge=0, le=50)
     negative_prompt: str | None = Field(None, max_length=10_000)
     user: str | None = None
+
+
+class VideoError(BaseModel):
+    code: str
+    message: str
+
+
+class Video(BaseModel):
+    """OpenAI's video job object (every field written, null ones too), plus the frame count
+    and rate kaiyuan made it with; ``cancelled`` is a status of kaiyuan's job store."""
+
+    id: str
+    object: Literal["video"] = "video"
+    model: str
+    status: Literal["queued", "in_progress", "completed", "failed", "cancelled"]
+    progress: int
+    created_at: int
+    completed_at: int | None = None
+    expires_at: int | None = None
+    prompt: str
+    seconds: str
+    size: str
+    error: VideoError | None = None
+    remixed_from_video_id: str | None = None
+    frames: int
+    fps: int
+
+
+class VideoList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Video]
+
+
+class VideoDeleteResponse(BaseModel):
+    id: str
+    object: Literal["video.deleted"] = "video.deleted"
+    deleted: bool

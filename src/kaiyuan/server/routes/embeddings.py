@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import base64
 import struct
-from typing import Any
 
 from fastapi import APIRouter, Request
 
 from kaiyuan.engines.base import EmbeddingEngine
 from kaiyuan.errors import InvalidRequest
-from kaiyuan.protocol.openai.embeddings import EmbeddingList, EmbeddingRequest
+from kaiyuan.protocol.openai.embeddings import (
+    Embedding,
+    EmbeddingList,
+    EmbeddingRequest,
+    EmbeddingUsage,
+)
 from kaiyuan.server.errors import ERROR_RESPONSES
 from kaiyuan.server.routing import ApiRoute
 
@@ -18,7 +22,7 @@ router = APIRouter(tags=["embeddings"], route_class=ApiRoute)
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingList, responses=ERROR_RESPONSES)
-async def create_embeddings(body: EmbeddingRequest, request: Request) -> Any:
+async def create_embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingList:
     engine = await request.app.state.pool.acquire(
         body.model, EmbeddingEngine, "embedding", route="/v1/embeddings"
     )
@@ -37,13 +41,11 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> Any:
             param="dimensions",
         )
     data = [
-        {"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
+        Embedding(index=i, embedding=_encode(v, body.encoding_format))
         for i, v in enumerate(result.vectors)
     ]
-    usage = {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}
-    return EmbeddingList.model_validate(
-        {"object": "list", "data": data, "model": body.model, "usage": usage}
-    )
+    usage = EmbeddingUsage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens)
+    return EmbeddingList(data=data, model=body.model, usage=usage)
 
 
 def _encode(vector: list[float], encoding: str) -> list[float] | str:

@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse
 from kaiyuan.engines.base import MediaEngine, MediaRequest
 from kaiyuan.errors import InvalidRequest, NotFound
 from kaiyuan.extras import require
-from kaiyuan.protocol.openai.media import ImageRequest
+from kaiyuan.protocol.openai.media import Image, ImageRequest, ImagesResponse
 from kaiyuan.server.errors import ERROR_RESPONSES
 from kaiyuan.server.routing import ApiRoute
 
@@ -25,8 +25,13 @@ router = APIRouter(tags=["images"], route_class=ApiRoute)
 MEDIA_NAME = re.compile(r"^[0-9a-f]{32}\.(png|mp4)$")
 
 
-@router.post("/v1/images/generations", responses=ERROR_RESPONSES)
-async def create_images(body: ImageRequest, request: Request) -> Any:
+@router.post(
+    "/v1/images/generations",
+    response_model=ImagesResponse,
+    response_model_exclude_none=True,  # an image carries b64_json or url, never both
+    responses=ERROR_RESPONSES,
+)
+async def create_images(body: ImageRequest, request: Request) -> ImagesResponse:
     require("diffusion", "image generation")
     state = request.app.state
     engine = await state.pool.acquire(
@@ -46,10 +51,10 @@ async def create_images(body: ImageRequest, request: Request) -> Any:
     for image in images:
         png = to_png(image)
         if body.response_format == "url":
-            data.append({"url": save_media(request, state.settings.home, png, "png")})
+            data.append(Image(url=save_media(request, state.settings.home, png, "png")))
         else:
-            data.append({"b64_json": base64.b64encode(png).decode()})
-    return {"created": int(time.time()), "data": data}
+            data.append(Image(b64_json=base64.b64encode(png).decode()))
+    return ImagesResponse(created=int(time.time()), data=data)
 
 
 @router.get("/v1/media/{name}", responses=ERROR_RESPONSES)
@@ -62,9 +67,8 @@ async def get_media(name: str, request: Request) -> FileResponse:
 
 
 def parse_size(size: str | None, default: tuple[int, int]) -> tuple[int, int]:
-    if size in (None, "auto"):
+    if size is None or size == "auto":
         return default
-    assert size is not None
     match = re.fullmatch(r"(\d{1,5})x(\d{1,5})", size)
     if match is None:
         raise InvalidRequest(f"size must look like 1024x768, got '{size[:40]}'", param="size")

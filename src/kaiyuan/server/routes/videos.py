@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from kaiyuan.engines.base import MediaEngine, MediaRequest
 from kaiyuan.errors import InvalidRequest
 from kaiyuan.extras import require
-from kaiyuan.protocol.openai.media import VideoRequest
+from kaiyuan.protocol.openai.media import Video, VideoDeleteResponse, VideoList, VideoRequest
 from kaiyuan.server.errors import ERROR_RESPONSES
 from kaiyuan.server.routes.images import check_pixels, parse_size
 from kaiyuan.server.routing import ApiRoute
@@ -27,8 +27,8 @@ from kaiyuan.server.shared import video_jobs
 router = APIRouter(tags=["videos"], route_class=ApiRoute)
 
 
-@router.post("/v1/videos", responses=ERROR_RESPONSES)
-async def create_video(request: Request) -> Any:
+@router.post("/v1/videos", response_model=Video, responses=ERROR_RESPONSES)
+async def create_video(request: Request) -> Video:
     require("diffusion", "video generation")
     from kaiyuan.media.jobs import run
 
@@ -63,7 +63,7 @@ async def create_video(request: Request) -> Any:
         guidance_scale=body.guidance_scale, negative_prompt=body.negative_prompt,
         frames=frames, image=reference,
     )  # fmt: skip
-    task = asyncio.create_task(run(jobs, created["id"], engine, job, body.fps))
+    task = asyncio.create_task(run(jobs, created.id, engine, job, body.fps))
     jobs.tasks.add(task)
     task.add_done_callback(jobs.tasks.discard)
     return created
@@ -105,13 +105,13 @@ def _image(data: bytes) -> Any:
         raise InvalidRequest("input_reference is not an image", param="input_reference") from None
 
 
-@router.get("/v1/videos", responses=ERROR_RESPONSES)
-async def list_videos(request: Request) -> Any:
-    return {"object": "list", "data": video_jobs(request).list()}
+@router.get("/v1/videos", response_model=VideoList, responses=ERROR_RESPONSES)
+async def list_videos(request: Request) -> VideoList:
+    return VideoList(data=video_jobs(request).list())
 
 
-@router.get("/v1/videos/{video_id}", responses=ERROR_RESPONSES)
-async def get_video(video_id: str, request: Request) -> Any:
+@router.get("/v1/videos/{video_id}", response_model=Video, responses=ERROR_RESPONSES)
+async def get_video(video_id: str, request: Request) -> Video:
     return video_jobs(request).get(video_id)
 
 
@@ -120,6 +120,8 @@ async def get_video_content(video_id: str, request: Request) -> FileResponse:
     return FileResponse(video_jobs(request).path(video_id), media_type="video/mp4")
 
 
-@router.delete("/v1/videos/{video_id}", responses=ERROR_RESPONSES)
-async def delete_video(video_id: str, request: Request) -> Any:
+@router.delete(
+    "/v1/videos/{video_id}", response_model=VideoDeleteResponse, responses=ERROR_RESPONSES
+)
+async def delete_video(video_id: str, request: Request) -> VideoDeleteResponse:
     return video_jobs(request).delete(video_id)
