@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import re
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from kaiyuan.config import Settings
 from kaiyuan.engines.pool import EnginePool
 from kaiyuan.evals import bench, report
 from kaiyuan.evals import client as chat
-from kaiyuan.evals.metrics import Timing, summarise
+from kaiyuan.evals.metrics import Timing, percentiles, summarise
 from kaiyuan.server import create_app
 from tests.conftest import MODEL
 from tests.fakes import CHATML, Reply, ScriptedEngine
@@ -185,19 +187,39 @@ def test_a_request_that_times_out_is_recorded_and_the_run_goes_on() -> None:
 
 
 # --- a server that is not kaiyuan (no usage, a role-only first chunk) --------------------------
-def test_server_without_usage_counts_output_chunks_as_an_estimate() -> None:
-    stub = StubServer(role_pause=0.3)
+def test_server_without_usage_counts_output_chunks_as_an_estimate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Against a server that sends no usage and a role-only first chunk: tokens are estimated
+    from output chunks, TTFT runs to the first chunk with output, and ITL is the gaps between
+    consecutive output chunks as the client received them.
+
+    No bound here is in seconds the machine must keep: the stub sends each word DELAY after
+    the client has timestamped the previous one (it watches the client's clock), so every gap
+    is at least DELAY however slow the machine is, and it records those timestamps, so the
+    expected ITL is known exactly whatever the sleeps stretched to."""
+    clock = ClientClock()
+    monkeypatch.setattr(chat, "time", clock)
+    stub = StubServer(role_pause=0.3, clock=clock)
     with serve_app(stub.app()) as url:
         level = asyncio.run(level_at(url, concurrency=1, requests=3, max_tokens=7, model="stub"))
 
     assert level["requests"] == 3
-    assert level["failures"] == 0
+    assert level["failures"] == 0, level["failure_examples"]
     assert level["estimated_tokens"] is True
     assert level["completion_tokens"] == 3 * len(STUB_WORDS)
     assert level["prompt_tokens"] == 0
     # TTFT runs to the first chunk with output, not to the role-only chunk sent at once
-    assert level["ttft"]["p50"] >= 0.25
-    assert 0.5 * DELAY <= level["itl"]["p50"] <= 3 * DELAY
+    # (the stub sleeps role_pause + DELAY between them, after the request was sent)
+    assert level["ttft"]["p50"] >= stub.role_pause
+    # ITL: the pooled gaps between the words of each reply, as the client timestamped them;
+    # not the pause after the role chunk, not a reply's whole time, not zero
+    assert len(stub.word_times) == 3
+    gaps = [b - a for times in stub.word_times for a, b in itertools.pairwise(times)]
+    assert len(gaps) == 3 * (len(STUB_WORDS) - 1)
+    assert min(gaps) >= DELAY  # the stub's pacing, measured on the client's side
+    assert level["itl"] == pytest.approx(percentiles(gaps))
+    assert level["itl"]["p50"] >= DELAY
     sent = stub.bodies[0]
     assert sent["model"] == "stub"
     assert sent["max_tokens"] == 7
@@ -359,14 +381,41 @@ async def level_at(
 STUB_WORDS = ["one", " two", " three", " four"]
 
 
+class ClientClock:
+    """The ``time`` module as the bench's client (``kaiyuan.evals.client``) sees it in a test:
+    the same clock, but every ``time.time()`` reading is kept, so a stub server can tell when
+    the client has timestamped the chunk it was sent (the client reads its clock once per
+    chunk received, and at a request's start and end)."""
+
+    def __init__(self) -> None:
+        self.readings: list[float] = []
+
+    def time(self) -> float:
+        now = time.time()
+        self.readings.append(now)
+        return now
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
 class StubServer:
     """A minimal OpenAI-style streaming server: a role-only chunk, a pause, then one chunk per
-    word ``DELAY`` apart, no usage chunk; the ``cut``-th request is dropped after two words."""
+    word ``DELAY`` apart, no usage chunk; the ``cut``-th request is dropped after two words.
 
-    def __init__(self, *, role_pause: float, cut: int | None = None) -> None:
+    With a ``clock`` (the client's, see :class:`ClientClock`) it paces itself by the client:
+    after each chunk it waits until the client has timestamped it, and only then sleeps, so
+    consecutive words reach the client at least ``DELAY`` apart on any machine; the client's
+    timestamps of each reply's words are kept in ``word_times``."""
+
+    def __init__(
+        self, *, role_pause: float, cut: int | None = None, clock: ClientClock | None = None
+    ) -> None:
         self.role_pause = role_pause
         self.cut = cut
+        self.clock = clock
         self.bodies: list[dict[str, Any]] = []
+        self.word_times: list[list[float]] = []
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -375,21 +424,44 @@ class StubServer:
         async def completions(body: dict[str, Any]) -> StreamingResponse:
             self.bodies.append(body)
             number = len(self.bodies)
+            times: list[float] = []
+            self.word_times.append(times)
 
             async def chunks() -> AsyncIterator[bytes]:
+                seen = self._readings()
                 yield stub_chunk({"role": "assistant", "content": ""})
+                await self._timestamped(seen)
                 await asyncio.sleep(self.role_pause)
                 for i, word in enumerate(STUB_WORDS):
                     if number == self.cut and i == 2:
                         raise ConnectionAbortedError("the stub drops this stream")
                     await asyncio.sleep(DELAY)
+                    seen = self._readings()
                     yield stub_chunk({"content": word})
+                    if (stamp := await self._timestamped(seen)) is not None:
+                        times.append(stamp)
                 yield stub_chunk({}, "stop")
                 yield b"data: [DONE]\n\n"
 
             return StreamingResponse(chunks(), media_type="text/event-stream")
 
         return app
+
+    def _readings(self) -> int:
+        return len(self.clock.readings) if self.clock else 0
+
+    async def _timestamped(self, seen: int) -> float | None:
+        """The client's timestamp of the chunk just sent: its first clock reading since
+        ``seen`` (every earlier chunk has been timestamped already). Waits for it; the limit
+        only keeps a broken client from hanging the test."""
+        if self.clock is None:
+            return None
+        readings = self.clock.readings
+        for _ in range(20_000):  # about 20 s
+            if len(readings) > seen:
+                return readings[seen]
+            await asyncio.sleep(0.001)
+        raise RuntimeError("the client never timestamped the chunk it was sent")
 
 
 def stub_chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
