@@ -157,7 +157,6 @@ def test_cancelling_one_stream_leaves_the_others_complete(engine: LlamaCppEngine
     assert in_flight <= 3
     # Freed at the next step: the step under way when the cancel came may finish, no more.
     # (Nothing else was waiting, so the slot stayed free and kept its release step.)
-    print("DBG", victim[0].idle_since, cancelled_at, victim[0].produced)
     assert victim[0].idle_since <= cancelled_at + 1, (victim[0].idle_since, cancelled_at)
     assert victim[0].produced < long.max_tokens  # cut short, not run out
     # The others' Finish reaches this thread just before the engine frees their slots.
