@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
+from pydantic_core import to_json
 
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.protocol.openai.responses import ResponseStreamEvent
@@ -28,6 +29,23 @@ def event(data: dict[str, Any]) -> bytes:
 def chunk(model: BaseModel) -> bytes:
     """A typed stream chunk; fields left unset are absent (see ``kaiyuan.protocol.openai``)."""
     return b"data: " + model.__pydantic_serializer__.to_json(model, exclude_unset=True) + b"\n\n"
+
+
+HOLE = "\x00kaiyuan-hole\x00"  # stands for the one string a Template leaves open
+
+
+class Template:
+    """A typed chunk with one string field left open (set to :data:`HOLE`): the bytes around
+    it are written once, from the model itself, so a token's chunk is one string escape and two
+    concatenations instead of building and serialising models (the per-token hot path)."""
+
+    def __init__(self, model: BaseModel) -> None:
+        self._before, hole, self._after = chunk(model).partition(to_json(HOLE))
+        if not hole or hole in self._after:
+            raise ValueError("a template needs exactly one hole")
+
+    def fill(self, text: str) -> bytes:
+        return self._before + to_json(text) + self._after
 
 
 async def _terminated(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -23,7 +23,7 @@ import llama_cpp
 from llama_cpp import _internals as llx
 
 from kaiyuan.engines.base import Finish
-from kaiyuan.engines.jobs import Job
+from kaiyuan.engines.jobs import Job, Outbox
 from kaiyuan.engines.llamacpp import sampling
 from kaiyuan.engines.llamacpp.vision import Projector
 from kaiyuan.engines.textstream import TextStream
@@ -89,6 +89,7 @@ class Scheduler:
         self.jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self.waiting: deque[Job] = deque()
         self.steps = 0
+        self.outbox = Outbox()  # every event of a step reaches the event loop in one call
         self._stopping = False
 
     # --- the loop (worker thread) ---------------------------------------------------------------
@@ -100,8 +101,10 @@ class Scheduler:
                 self._assign()
                 if any(s.job for s in self.slots):
                     self._step()
+                self.outbox.flush()
         finally:
             self._fail_all(EngineFailure(f"the engine for model '{self.model_id}' stopped"))
+            self.outbox.flush()
             llama_cpp.llama_batch_free(self.batch)
 
     def _busy(self) -> bool:
@@ -183,7 +186,7 @@ class Scheduler:
             slot.shift = job.media.evaluate(self.projector, self.ctx, slot.seq, self.n_batch)
         except RuntimeError:
             log.exception("reading a prompt with images failed in model %s", self.model_id)
-            job.send(EngineFailure("the engine could not read the images"))
+            self.outbox.put(job, EngineFailure("the engine could not read the images"))
             self._release(slot, keep_cache=False)
             return
         self._sample(slot, -1)  # the logits of the prompt's last token
@@ -246,7 +249,7 @@ class Scheduler:
         )
         delta = text.push(self.vocab.piece(token), lp)
         if delta is not None:
-            job.send(delta)
+            self.outbox.put(job, delta)
         if text.stopped:
             self._finish(slot, "stop", flush=False)
         elif slot.produced >= p.max_tokens:
@@ -258,14 +261,15 @@ class Scheduler:
         job, text = slot.job, slot.text
         assert job is not None and text is not None
         if flush and (tail := text.flush()) is not None:
-            job.send(tail)
-        job.send(
+            self.outbox.put(job, tail)
+        self.outbox.put(
+            job,
             Finish(
                 "stop" if reason == "stop" else "length",
                 len(job.prompt),
                 slot.produced,
                 cached_tokens=job.reused,
-            )
+            ),
         )
         self._release(slot, keep_cache=True)
 
@@ -295,7 +299,9 @@ class Scheduler:
             active = [max(active, key=lambda s: len(s.tokens) + len(s.pending))]
         for slot in active:
             if slot.job is not None:
-                slot.job.send(EngineFailure("the engine could not fit this request in its cache"))
+                self.outbox.put(
+                    slot.job, EngineFailure("the engine could not fit this request in its cache")
+                )
             self._release(slot, keep_cache=False)
 
     def _rollback(self) -> None:
@@ -317,13 +323,13 @@ class Scheduler:
     def _fail_all(self, error: BaseException) -> None:
         for slot in self.slots:
             if slot.job is not None:
-                slot.job.send(error)
+                self.outbox.put(slot.job, error)
         for job in self.waiting:
-            job.send(error)
+            self.outbox.put(job, error)
         while True:
             try:
                 item = self.jobs.get_nowait()
             except queue.Empty:
                 return
             if item is not None:
-                item.send(error)
+                self.outbox.put(item, error)

@@ -245,29 +245,38 @@ async def _chunks(
 ) -> AsyncIterator[bytes]:
     extra: dict[str, Any] = {"usage": None} if include_usage else {}
 
-    def chunk(
+    def chunk_model(
         index: int,
         delta: ChoiceDelta,
         logprobs: list[TokenLogprob] | None = None,
         finish: Any = None,
-    ) -> bytes:
+    ) -> ChatCompletionChunk:
         choice = ChunkChoice(
             index=index,
             delta=delta,
             logprobs=_logprobs(logprobs) if logprobs else None,
             finish_reason=finish,
         )
-        return sse.chunk(
-            ChatCompletionChunk(
-                id=head.id,
-                object="chat.completion.chunk",
-                created=head.created,
-                model=head.model,
-                choices=[choice],
-                **extra,
-            )
+        return ChatCompletionChunk(
+            id=head.id,
+            object="chat.completion.chunk",
+            created=head.created,
+            model=head.model,
+            choices=[choice],
+            **extra,
         )
 
+    def chunk(
+        index: int,
+        delta: ChoiceDelta,
+        logprobs: list[TokenLogprob] | None = None,
+        finish: Any = None,
+    ) -> bytes:
+        return sse.chunk(chunk_model(index, delta, logprobs, finish))
+
+    texts = [
+        sse.Template(chunk_model(i, ChoiceDelta(content=sse.HOLE))) for i in range(len(opened))
+    ]
     for i in range(len(opened)):
         yield chunk(i, ChoiceDelta(role="assistant", content=""))
     pending: dict[int, list[TokenLogprob]] = {}  # logprobs wait for the next chunk to carry them
@@ -281,6 +290,9 @@ async def _chunks(
         else:
             items = output.finish()
         for item in items:
+            if type(item) is Content and index not in pending:  # the hot path: a token's text
+                yield texts[index].fill(item.text)
+                continue
             for delta in _deltas(item):
                 yield chunk(index, delta, pending.pop(index, None))
         if not isinstance(event, Delta):

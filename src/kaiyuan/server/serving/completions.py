@@ -146,33 +146,40 @@ async def _chunks(
 ) -> AsyncIterator[bytes]:
     extra: dict[str, Any] = {"usage": None} if include_usage else {}
 
-    def chunk(
+    def chunk_model(
         index: int, text: str, logprobs: list[TokenLogprob] | None = None, finish: Any = None
-    ) -> bytes:
+    ) -> CompletionChunk:
         choice = CompletionChunkChoice(
             index=index,
             text=text,
             logprobs=_logprobs(logprobs) if logprobs else None,
             finish_reason=finish,
         )
-        return sse.chunk(
-            CompletionChunk(
-                id=head.id,
-                object="text_completion",
-                created=head.created,
-                model=head.model,
-                choices=[choice],
-                **extra,
-            )
+        return CompletionChunk(
+            id=head.id,
+            object="text_completion",
+            created=head.created,
+            model=head.model,
+            choices=[choice],
+            **extra,
         )
 
+    def chunk(
+        index: int, text: str, logprobs: list[TokenLogprob] | None = None, finish: Any = None
+    ) -> bytes:
+        return sse.chunk(chunk_model(index, text, logprobs, finish))
+
+    texts = [sse.Template(chunk_model(i, sse.HOLE)) for i in range(len(opened))]
     for i, echo in enumerate(echoes):
         if echo:
             yield chunk(i, echo)
     totals = Totals(per_prompt=per_prompt)
     async for index, event in streams.merge(opened, stall):
         if isinstance(event, Delta):
-            yield chunk(index, event.text, event.logprobs)
+            if event.logprobs:
+                yield chunk(index, event.text, event.logprobs)
+            else:  # the hot path: a token's text
+                yield texts[index].fill(event.text)
         else:
             totals.add(index, event)
             yield chunk(index, "", finish=event.reason)

@@ -38,21 +38,54 @@ async def open_streams(
     return opened
 
 
+class _Watchdog:
+    """Cancels the task waiting on an engine that stays silent for ``stall`` seconds.
+
+    One timer, re-armed at most once per ``stall``: an ``asyncio.timeout`` around each event
+    cost a timer per token on the event loop. ``since`` is when the current wait began (None
+    between waits: a slow client reading the stream is not a silent engine)."""
+
+    def __init__(self, stall: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None  # guarded() only runs inside a task
+        self.task = task
+        self.stall = stall
+        self.since: float | None = None
+        self.fired = False
+        self.handle = self.loop.call_later(stall, self._check)
+
+    def _check(self) -> None:
+        now = self.loop.time()
+        if self.since is not None and now - self.since >= self.stall:
+            self.fired = True
+            self.task.cancel()
+            return
+        start = now if self.since is None else self.since
+        self.handle = self.loop.call_at(start + self.stall, self._check)
+
+
 async def guarded(stream: EventStream, stall: float) -> AsyncIterator[GenerationEvent]:
     """The stream's events; a silent engine becomes :class:`EngineTimeout`. Always closes."""
+    dog = _Watchdog(stall)
     try:
         while True:
+            dog.since = dog.loop.time()
             try:
-                async with asyncio.timeout(stall):
-                    event = await anext(stream)
+                event = await anext(stream)
             except StopAsyncIteration:
                 return
-            except TimeoutError:
-                raise EngineTimeout(
-                    f"the engine produced nothing for {stall:g} s; the request was stopped"
-                ) from None
+            except asyncio.CancelledError:
+                if dog.fired and dog.task.uncancel() == 0:  # ours, and nobody else's
+                    raise EngineTimeout(
+                        f"the engine produced nothing for {stall:g} s; the request was stopped"
+                    ) from None
+                raise
+            finally:
+                dog.since = None
             yield event
     finally:
+        dog.handle.cancel()
         await stream.aclose()
 
 
