@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from kaiyuan.chat.toolcalls.base import ParsedPiece, Text, ToolCall, ToolParser
@@ -49,6 +50,7 @@ class TemplateTools:
     arguments_as_text: bool  # it concatenates arguments as text (DeepSeek) instead of tojson
 
 
+@lru_cache(maxsize=32)  # parsing a template takes milliseconds; every chat request asks
 def traits(template: str | None) -> TemplateTools:
     t = template or ""
     if "<function=" in t and "<tool_call>" in t:
