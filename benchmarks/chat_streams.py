@@ -139,7 +139,12 @@ def main() -> None:
     parser.add_argument("--model", default=MODEL, help="model id at the --url servers")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="fixed threads (default: kaiyuan's own "
+        "choice, the free cores; llama-server gets every core)",
+    )
     parser.add_argument("--parallel", type=int, default=8)
     parser.add_argument("--hog", type=int, default=0, help="cores kept busy meanwhile")
     parser.add_argument("--kaiyuan-arg", action="append", default=[], help="extra serve flag")
@@ -147,9 +152,11 @@ def main() -> None:
     args = parser.parse_args()
     _, gguf = resolve(MODEL)
     kaiyuan = str(Path(sys.executable).with_name("kaiyuan"))
+    fixed = ["--threads", str(args.threads)] if args.threads else []
     procs = [start([kaiyuan, "serve", "--port", "8801", "--parallel", str(args.parallel),
-                    "--context-length", "2048", "--threads", str(args.threads),
-                    "--max-queue", "32", *args.kaiyuan_arg], 8801)]  # fmt: skip
+                    "--context-length", "2048", "--max-queue", "32", *fixed, *args.kaiyuan_arg],
+                   8801)]  # fmt: skip
+    threads = args.threads or os.cpu_count() or 2
     # kaiyuan's own repetition guard for this model is turned off: both sides do the same work
     off = {"repetition_penalty": 1.0}
     targets = [
@@ -159,8 +166,8 @@ def main() -> None:
     if not args.no_llama_server:
         procs.append(start([str(args.llama_server), "-m", str(gguf), "--port", "8802",
                             "--host", "127.0.0.1", "-np", str(args.parallel),
-                            "-c", str(2048 * args.parallel), "-t", str(args.threads),
-                            "-tb", str(args.threads)], 8802))  # fmt: skip
+                            "-c", str(2048 * args.parallel), "-t", str(threads),
+                            "-tb", str(threads)], 8802))  # fmt: skip
         targets.append(Target("llama-server", "http://127.0.0.1:8802", MODEL, "chat",
                               {"repeat_penalty": 1.0}))  # fmt: skip
     for spec in args.url:
@@ -197,7 +204,7 @@ def report(
     results: dict[str, dict[int, list[tuple[float, list[float]]]]],
 ) -> None:
     print(f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, "
-          f"{args.threads} threads, {args.parallel} slots, {args.hog} cores hogged; "
+          f"threads {args.threads or 'auto'}, {args.parallel} slots, {args.hog} cores hogged; "
           f"{args.rounds} rounds; {args.tokens} tokens per stream")  # fmt: skip
     base = targets[0].name
     print("| streams | target | tok/s (median) | ratio to kaiyuan chat, per round | median "

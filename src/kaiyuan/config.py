@@ -97,7 +97,10 @@ class Settings(BaseSettings):
         None, ge=64, description="Context window in tokens (default: the model's, at most 8192)."
     )
     threads: int | None = Field(
-        None, ge=1, description="CPU threads for generation (default: all cores)."
+        None,
+        ge=1,
+        description="CPU threads for generation (default: the cores other programs leave free, "
+        "followed as that changes).",
     )
     parallel: int = Field(
         4, ge=1, le=64, description="Requests one model generates at once (batched slots)."

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -32,6 +31,7 @@ from kaiyuan.engines.base import (
 from kaiyuan.engines.jobs import Admission, Job, events
 from kaiyuan.engines.llamacpp import sampling
 from kaiyuan.engines.llamacpp.scheduler import Scheduler
+from kaiyuan.engines.llamacpp.threads import CoreWatch, usable_cores
 from kaiyuan.engines.llamacpp.vision import Projector, find_projector
 from kaiyuan.errors import EngineFailure
 
@@ -59,7 +59,7 @@ class LlamaCppEngine(TextEngine):
             path_model=str(path), params=llama_cpp.llama_model_default_params(), verbose=False
         )
         slot_context = options.context_length or min(self._model.n_ctx_train(), DEFAULT_CONTEXT_CAP)
-        n_threads = options.threads or os.cpu_count() or 1
+        n_threads = options.threads or usable_cores()
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = slot_context * parallel
         cparams.n_batch = cparams.n_ubatch = min(512, slot_context)
@@ -95,6 +95,7 @@ class LlamaCppEngine(TextEngine):
             slot_context=slot_context,
             model_id=model_id,
             projector=self._projector,
+            cores=None if options.threads else CoreWatch(n_threads),
         )
         self._admission = Admission(parallel + options.max_queue)
         self._dead = False

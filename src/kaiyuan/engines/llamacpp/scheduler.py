@@ -25,6 +25,7 @@ from llama_cpp import _internals as llx
 from kaiyuan.engines.base import Finish
 from kaiyuan.engines.jobs import Job, Outbox
 from kaiyuan.engines.llamacpp import sampling
+from kaiyuan.engines.llamacpp.threads import CoreWatch
 from kaiyuan.engines.llamacpp.vision import Projector
 from kaiyuan.engines.textstream import TextStream
 from kaiyuan.errors import EngineFailure
@@ -76,8 +77,10 @@ class Scheduler:
         slot_context: int,
         model_id: str,
         projector: Projector | None = None,
+        cores: CoreWatch | None = None,
     ) -> None:
         self.ctx = ctx
+        self.cores = cores  # None: the thread count is the user's, fixed
         self.vocab = vocab
         self.memory = llama_cpp.llama_get_memory(ctx)
         self.slots = [Slot(seq) for seq in range(parallel)]
@@ -100,12 +103,19 @@ class Scheduler:
                 self._drop_cancelled()
                 self._assign()
                 if any(s.job for s in self.slots):
+                    self._adapt_threads()
                     self._step()
                 self.outbox.flush()
         finally:
             self._fail_all(EngineFailure(f"the engine for model '{self.model_id}' stopped"))
             self.outbox.flush()
             llama_cpp.llama_batch_free(self.batch)
+
+    def _adapt_threads(self) -> None:
+        threads = self.cores.update() if self.cores is not None else None
+        if threads is not None:
+            log.info("model %s now decodes with %d threads (free cores)", self.model_id, threads)
+            llama_cpp.llama_set_n_threads(self.ctx, threads, threads)
 
     def _busy(self) -> bool:
         return bool(self.waiting) or any(s.job for s in self.slots)
