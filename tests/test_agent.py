@@ -79,8 +79,11 @@ class Rig:
         tool_choice: str | dict[str, Any] = "auto",
         context_length: int = CONTEXT,
         on_turn: Callable[[TurnStarted], None] | None = None,
+        call_timeout: float | None = None,
         **overrides: Any,
     ) -> list[AgentEvent]:
+        """``call_timeout``: the client's timeout for each model call instead of the one the
+        agent gives it (which backs up the run's deadline, a second after it)."""
         self.engine = ScriptedEngine(MODEL, replies=replies, context_length=context_length)
         settings = Settings(home=self.home, **{"agent_max_tokens": 256, **overrides})
         app = create_app(Settings(home=self.home), EnginePool([self.engine]))
@@ -88,6 +91,13 @@ class Rig:
 
             async def drive() -> list[AgentEvent]:
                 client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+                if call_timeout is not None:
+                    create = client.chat.completions.create
+
+                    async def create_with(*args: Any, **kwargs: Any) -> Any:
+                        return await create(*args, **{**kwargs, "timeout": call_timeout})
+
+                    client.chat.completions.create = create_with  # type: ignore[method-assign]
                 try:
                     agent = Agent(client, MODEL, tools, settings, traces=self.traces,
                                   confirm=confirm, tool_choice=tool_choice,

@@ -327,13 +327,15 @@ def test_cli_without_a_model_stops_asking_a_silent_endpoint_at_the_limit(
 def test_the_wrap_up_gets_no_time_past_the_limit(rig: Rig) -> None:
     """Out of steps, the wrap-up turn may use what is left of the time, and no more.
 
-    The wrap-up never answers, so it ends only at a deadline: with none, never; with a grace
-    period (it once had a minute), far past SLACK, which a busy machine does not reach."""
+    The wrap-up never answers, and the client's own timeout (which backs up the deadline) is a
+    minute here: only the run's deadline can end it in time. Without it, or with a grace period
+    (it once had a minute), the run lasts a minute, far past SLACK, which no load reaches."""
     counter: list[int] = []
     turns: list[TurnStarted] = []
     started = time.monotonic()
     events = rig.run([call("tick", {}), Reply(["never"], hang_after=0)], [tick_tool(counter)],
-                     agent_max_steps=1, agent_max_seconds=LIMIT, on_turn=turns.append)  # fmt: skip
+                     agent_max_steps=1, agent_max_seconds=LIMIT, on_turn=turns.append,
+                     call_timeout=60)  # fmt: skip
     assert time.monotonic() - started < LIMIT + SLACK  # not the minute of grace it once had
     answer = answer_of(events)
     assert answer.stop_reason == "max_steps" and answer.text == "" and counter == [1]
