@@ -8,6 +8,7 @@ import concurrent.futures
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,34 @@ def test_follow_up_turn_reuses_the_conversation_prefix(engine: LlamaCppEngine) -
     assert cached < second
 
 
+def test_cache_prompt_false_reads_the_whole_prompt_and_repeats_itself(
+    engine: LlamaCppEngine,
+) -> None:
+    """A reused prefix was computed in another batch shape (its generated tokens one at a
+    time), which can move a temperature-0 answer; cache_prompt=False reads it all again."""
+    params = SamplingParams(max_tokens=24, temperature=0)
+    fresh = replace(params, cache_prompt=False)
+    turn = [{"role": "user", "content": "Describe a windmill."}]
+
+    async def conversation() -> tuple[tuple[str, Finish], ...]:
+        reply, _ = await run(engine, prompt(engine, turn), params)  # the cache now holds it
+        follow = [*turn, {"role": "assistant", "content": reply},
+                  {"role": "user", "content": "And a watermill?"}]  # fmt: skip
+        second = prompt(engine, follow)
+        first_fresh = await run(engine, second, fresh)
+        beside = await asyncio.gather(  # again, now with others in the batch
+            run(engine, second, fresh),
+            *(run(engine, ask(engine, q), params) for q in QUESTIONS[:3]),
+        )
+        cached = await run(engine, second, params)
+        return first_fresh, beside[0], cached
+
+    first_fresh, second_fresh, cached = asyncio.run(conversation())
+    assert first_fresh[1].cached_tokens == second_fresh[1].cached_tokens == 0
+    assert first_fresh[0] == second_fresh[0]
+    assert cached[1].cached_tokens > 0  # the default still reuses the prefix
+
+
 def test_a_shared_system_prompt_is_copied_from_another_slot(engine: LlamaCppEngine) -> None:
     system = "You are a careful assistant. " * 40  # well over MIN_SHARED tokens
     params = SamplingParams(max_tokens=8, temperature=0)
@@ -260,3 +289,10 @@ def test_usage_reports_cached_tokens_for_a_follow_up(server: KaiyuanServer) -> N
     assert first.usage is not None and second.usage is not None
     details = second.usage.prompt_tokens_details
     assert details is not None and details.cached_tokens >= first.usage.prompt_tokens
+    # llama.cpp server's cache_prompt: false reads the whole prompt again
+    again = client.chat.completions.create(
+        model=MODEL, messages=follow, max_tokens=8, temperature=0,  # type: ignore[arg-type]
+        extra_body={"cache_prompt": False},
+    )  # fmt: skip
+    assert again.usage is not None and again.usage.prompt_tokens_details is not None
+    assert again.usage.prompt_tokens_details.cached_tokens == 0

@@ -126,6 +126,12 @@ class Settings(BaseSettings):
         64, ge=1, description="Connections one client address may hold open at once."
     )
     max_n: int = Field(16, ge=1, le=128, description="Largest `n` (choices) per request.")
+    prompt_cache: bool = Field(
+        True,
+        description="Reuse the cached start of a prompt (a conversation's earlier turns, a shared "
+        "system prompt). false: every prompt is read in full, so a temperature-0 answer does not "
+        "depend on earlier requests; requests choose with `cache_prompt`.",
+    )
     max_images: int = Field(8, ge=0, description="Most images one chat request may carry.")
     max_image_bytes: int = Field(
         20 * 1024 * 1024, ge=1024, description="Largest image accepted (encoded bytes)."

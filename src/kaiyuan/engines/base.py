@@ -66,6 +66,9 @@ class SamplingParams:
     logprobs: int | None = None
     # A GBNF grammar (root rule "root") the output must follow: JSON, a schema, a tool call.
     grammar: str | None = None
+    # False: read the whole prompt, reusing no cached prefix (computed in another batch
+    # shape, a reused prefix can change a temperature-0 answer in its last digits)
+    cache_prompt: bool = True
 
 
 REPETITION_WINDOW = 64

@@ -158,6 +158,8 @@ class Scheduler:
             self._start_media(slot, job)
             return
         limit = len(job.prompt) - 1  # at least one token is evaluated, for its logits
+        if not job.params.cache_prompt:
+            limit = 0  # read it all: nothing of this slot's cache, no other slot's prefix
         keep = min(common_prefix(slot.tokens, job.prompt), limit)
         donor = max(
             (s for s in self.slots if s is not slot),

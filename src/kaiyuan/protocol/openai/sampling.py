@@ -38,6 +38,9 @@ class SamplingFields(Request):
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = Field(
         None, max_length=MAX_LOGIT_BIAS
     )
+    # llama.cpp server's extension: false reads the whole prompt, reusing no cached prefix
+    # (temperature-0 output independent of earlier traffic); None: the server's prompt_cache
+    cache_prompt: bool | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256)

@@ -55,6 +55,7 @@ async def serve(
     base = sampling_params(
         body,
         engine.info,
+        settings.prompt_cache,
         max_tokens=max_tokens,
         logprobs=(body.top_logprobs or 0) if body.logprobs else None,
         grammar=constraint,

@@ -34,7 +34,9 @@ async def serve(
     prompts = await asyncio.to_thread(_prompts, raw, engine)
     if body.echo and (body.logprobs is not None or any(text is None for text, _ in prompts)):
         raise InvalidRequest("echo needs text prompts and no logprobs", param="echo")
-    base = sampling_params(body, engine.info, max_tokens=1, logprobs=body.logprobs)
+    base = sampling_params(
+        body, engine.info, settings.prompt_cache, max_tokens=1, logprobs=body.logprobs
+    )
     jobs = []
     for _, tokens in prompts:
         max_tokens = resolve_max_tokens(body.max_tokens, len(tokens), engine.info)

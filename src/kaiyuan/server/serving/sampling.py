@@ -22,9 +22,12 @@ def resolve_max_tokens(requested: int | None, prompt_len: int, info: ModelInfo) 
     return requested
 
 
-def sampling_params(body: SamplingFields, info: ModelInfo, **fields: Any) -> SamplingParams:
+def sampling_params(
+    body: SamplingFields, info: ModelInfo, prompt_cache: bool, **fields: Any
+) -> SamplingParams:
     """The request's sampling, over the model's defaults (store/generation.py), over OpenAI's.
 
+    ``prompt_cache`` is the server's setting (a request's ``cache_prompt`` overrides it);
     ``fields`` are the route's own (max_tokens, logprobs, grammar)."""
     d = info.defaults
 
@@ -41,6 +44,7 @@ def sampling_params(body: SamplingFields, info: ModelInfo, **fields: Any) -> Sam
         frequency_penalty=body.frequency_penalty,
         stop=body.stop_list(),
         logit_bias=logit_bias(body.logit_bias, info),
+        cache_prompt=prompt_cache if body.cache_prompt is None else body.cache_prompt,
         **fields,
     )
 
