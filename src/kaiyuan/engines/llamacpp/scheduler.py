@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 # A prefix worth copying from another slot: slots are separate KV streams, and llama.cpp
 # copies a whole stream (then the tail is trimmed), so short prefixes are cheaper to re-read.
 MIN_SHARED = 128
+# Waking from idle, jobs arriving this close together (seconds) start in one step.
+GATHER_GAP = 0.003
+GATHER_MAX = 0.015
 
 
 @dataclass(slots=True, eq=False)
@@ -121,14 +125,24 @@ class Scheduler:
         return bool(self.waiting) or any(s.job for s in self.slots)
 
     def _intake(self, *, block: bool) -> None:
+        """Take the queued jobs. Waking from idle, keep taking while more arrive within
+        GATHER_GAP of each other (at most GATHER_MAX): requests sent together then share their
+        first step, instead of the late ones waiting a whole prefill for the next."""
+        wait: float | None = None if block else 0.0
+        gather_until = None
         try:
-            item = self.jobs.get() if block else self.jobs.get_nowait()
             while True:
+                item = self.jobs.get_nowait() if wait == 0.0 else self.jobs.get(timeout=wait)
                 if item is None:
                     self._stopping = True
                     return
                 self.waiting.append(item)
-                item = self.jobs.get_nowait()
+                if block:
+                    now = time.monotonic()
+                    gather_until = gather_until or now + GATHER_MAX
+                    wait = min(GATHER_GAP, gather_until - now)
+                    if wait <= 0:
+                        wait = 0.0
         except queue.Empty:
             pass
 
