@@ -48,7 +48,6 @@ FRESH = httpx.Limits(max_keepalive_connections=0)  # llama-server may drop a kep
 TOPICS = ["a lighthouse", "a bicycle", "the ocean", "a library", "a volcano", "a train",
           "a garden", "a mountain village"]  # fmt: skip
 SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-LEVELS = (1, 2, 4, 8)
 
 
 @dataclass
@@ -146,10 +145,12 @@ def main() -> None:
         "choice, the free cores; llama-server gets every core)",
     )
     parser.add_argument("--parallel", type=int, default=8)
+    parser.add_argument("--streams", default="1,2,4,8", help="stream counts, comma-separated")
     parser.add_argument("--hog", type=int, default=0, help="cores kept busy meanwhile")
     parser.add_argument("--kaiyuan-arg", action="append", default=[], help="extra serve flag")
     parser.add_argument("--json", type=Path, help="write every measurement here")
     args = parser.parse_args()
+    levels = [int(n) for n in args.streams.split(",")]
     _, gguf = resolve(MODEL)
     kaiyuan = str(Path(sys.executable).with_name("kaiyuan"))
     fixed = ["--threads", str(args.threads)] if args.threads else []
@@ -175,7 +176,7 @@ def main() -> None:
         targets.append(Target(name, url.rstrip("/").removesuffix("/v1"), args.model))
     hogs = [multiprocessing.Process(target=spin, daemon=True) for _ in range(args.hog)]
     results: dict[str, dict[int, list[tuple[float, list[float]]]]] = {
-        t.name: {n: [] for n in LEVELS} for t in targets
+        t.name: {n: [] for n in levels} for t in targets
     }
     try:
         for target in targets:  # warm-up
@@ -184,7 +185,7 @@ def main() -> None:
             hog.start()
         for r in range(args.rounds):
             order = targets if r % 2 == 0 else list(reversed(targets))
-            for n in LEVELS:
+            for n in levels:
                 for target in order:
                     results[target.name][n].append(
                         asyncio.run(level(target, n, args.tokens, r + 1))
@@ -195,11 +196,12 @@ def main() -> None:
         for proc in procs:
             proc.terminate()
             proc.wait()
-    report(args, targets, results)
+    report(args, levels, targets, results)
 
 
 def report(
     args: argparse.Namespace,
+    levels: list[int],
     targets: list[Target],
     results: dict[str, dict[int, list[tuple[float, list[float]]]]],
 ) -> None:
@@ -210,7 +212,7 @@ def report(
     print("| streams | target | tok/s (median) | ratio to kaiyuan chat, per round | median "
           "| TTFT p50/p90 ms |")  # fmt: skip
     print("|---|---|---|---|---|---|")
-    for n in LEVELS:
+    for n in levels:
         for target in targets:
             runs = results[target.name][n]
             rates = [rate for rate, _ in runs]
