@@ -29,9 +29,7 @@ import multiprocessing
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,14 +37,11 @@ from typing import Any
 
 import httpx
 
+from concurrency import BAN, FRESH, MODEL, TOPICS, chatml, pct, start
 from kaiyuan.store import resolve
 
-MODEL = "smollm2-135m-instruct"
-BAN = {"0": -100, "1": -100, "2": -100}  # SmolLM2's end-of-generation tokens
+# The same model, prompts, server start-up and percentiles as the concurrency benchmark.
 SAMPLING = {"temperature": 0.7, "top_p": 0.95, "top_k": 40, "min_p": 0.05}
-FRESH = httpx.Limits(max_keepalive_connections=0)  # llama-server may drop a kept-alive one
-TOPICS = ["a lighthouse", "a bicycle", "the ocean", "a library", "a volcano", "a train",
-          "a garden", "a mountain village"]  # fmt: skip
 SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
 
@@ -57,28 +52,6 @@ class Target:
     model: str
     path: str = "chat"  # or "completions"
     extra: dict[str, Any] = field(default_factory=dict)  # server-specific body fields
-
-
-def chatml(user: str) -> str:
-    return (
-        f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
-        "<|im_start|>assistant\n"
-    )
-
-
-def start(args: list[str], port: int) -> subprocess.Popen[bytes]:
-    log = open(Path(tempfile.gettempdir()) / f"bench-{port}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "KAIYUAN_HOME": tempfile.mkdtemp()})  # fmt: skip
-    for _ in range(600):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit(f"{args[0]} did not start; see {log.name}")
 
 
 def body(target: Target, topic: str, tokens: int, seed: int) -> dict[str, Any]:
@@ -117,11 +90,6 @@ async def level(target: Target, n: int, tokens: int, salt: int) -> tuple[float, 
         ttfts = await asyncio.gather(*(one(client, target, r) for r in requests))
         wall = time.perf_counter() - began
     return n * tokens / wall, list(ttfts)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def spin() -> None:

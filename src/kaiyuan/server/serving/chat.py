@@ -244,7 +244,7 @@ async def _chunks(
     stall: float,
     include_usage: bool,
 ) -> AsyncIterator[bytes]:
-    extra: dict[str, Any] = {"usage": None} if include_usage else {}
+    base = head.stream_fields("chat.completion.chunk", include_usage)
 
     def chunk_model(
         index: int,
@@ -258,14 +258,7 @@ async def _chunks(
             logprobs=_logprobs(logprobs) if logprobs else None,
             finish_reason=finish,
         )
-        return ChatCompletionChunk(
-            id=head.id,
-            object="chat.completion.chunk",
-            created=head.created,
-            model=head.model,
-            choices=[choice],
-            **extra,
-        )
+        return ChatCompletionChunk(**base, choices=[choice])
 
     def chunk(
         index: int,
@@ -301,13 +294,5 @@ async def _chunks(
             finish = _finish_reason(event.reason, output)
             yield chunk(index, ChoiceDelta(), pending.pop(index, None), finish)
     if include_usage:
-        yield sse.chunk(
-            ChatCompletionChunk(
-                id=head.id,
-                object="chat.completion.chunk",
-                created=head.created,
-                model=head.model,
-                choices=[],
-                usage=totals.usage(details=True),
-            )
-        )
+        usage = totals.usage(details=True)
+        yield sse.chunk(ChatCompletionChunk(**{**base, "usage": usage}, choices=[]))

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import Request, Response
 from pydantic import BaseModel
@@ -30,6 +30,13 @@ class Head:
     @classmethod
     def new(cls, prefix: str, model: str) -> Head:
         return cls(f"{prefix}-{uuid.uuid4().hex}", int(time.time()), model)
+
+    def stream_fields(self, object_: str, include_usage: bool) -> dict[str, Any]:
+        """What every chunk of a stream repeats; ``usage`` is null on each when a usage chunk
+        comes last (OpenAI's include_usage)."""
+        fields: dict[str, Any] = {"id": self.id, "object": object_, "created": self.created,
+                                  "model": self.model}  # fmt: skip
+        return {**fields, "usage": None} if include_usage else fields
 
 
 @dataclass(slots=True)

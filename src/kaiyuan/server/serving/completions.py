@@ -146,7 +146,7 @@ async def _chunks(
     echoes: list[str],
     per_prompt: int,
 ) -> AsyncIterator[bytes]:
-    extra: dict[str, Any] = {"usage": None} if include_usage else {}
+    base = head.stream_fields("text_completion", include_usage)
 
     def chunk_model(
         index: int, text: str, logprobs: list[TokenLogprob] | None = None, finish: Any = None
@@ -157,14 +157,7 @@ async def _chunks(
             logprobs=_logprobs(logprobs) if logprobs else None,
             finish_reason=finish,
         )
-        return CompletionChunk(
-            id=head.id,
-            object="text_completion",
-            created=head.created,
-            model=head.model,
-            choices=[choice],
-            **extra,
-        )
+        return CompletionChunk(**base, choices=[choice])
 
     def chunk(
         index: int, text: str, logprobs: list[TokenLogprob] | None = None, finish: Any = None
@@ -186,13 +179,5 @@ async def _chunks(
             totals.add(index, event)
             yield chunk(index, "", finish=event.reason)
     if include_usage:
-        yield sse.chunk(
-            CompletionChunk(
-                id=head.id,
-                object="text_completion",
-                created=head.created,
-                model=head.model,
-                choices=[],
-                usage=totals.usage(details=False),
-            )
-        )
+        usage = totals.usage(details=False)
+        yield sse.chunk(CompletionChunk(**{**base, "usage": usage}, choices=[]))
