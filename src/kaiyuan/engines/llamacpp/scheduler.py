@@ -32,9 +32,10 @@ from kaiyuan.engines.textstream import TextStream
 from kaiyuan.errors import EngineFailure
 
 log = logging.getLogger(__name__)
-# A prefix worth copying from another slot: slots are separate KV streams, and llama.cpp
-# copies a whole stream (then the tail is trimmed), so short prefixes are cheaper to re-read.
-MIN_SHARED = 128
+# A prefix worth copying from another slot. Slots are separate KV streams and llama.cpp copies
+# a whole stream (then the tail is trimmed): on the bundled model about 3.5 ms, the prefill of
+# 1.5 prompt tokens in a batch (docs/benchmarks.md), so any shared system prompt is worth it.
+MIN_SHARED = 16
 # Waking from idle, jobs arriving this close together (seconds) start in one step.
 GATHER_GAP = 0.003
 GATHER_MAX = 0.015
