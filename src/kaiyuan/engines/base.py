@@ -54,6 +54,7 @@ class SamplingParams:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0  # 0: off
+    typical_p: float = 1.0  # locally typical sampling's probability mass, as llama.cpp (1.0: off)
     min_p: float = 0.0
     # over the last REPETITION_WINDOW sampled tokens, as llama.cpp's repeat_penalty (1.0: off)
     repetition_penalty: float = 1.0
@@ -69,6 +70,8 @@ class SamplingParams:
     # False: read the whole prompt, reusing no cached prefix (computed in another batch
     # shape, a reused prefix can change a temperature-0 answer in its last digits)
     cache_prompt: bool = True
+    ignore_eos: bool = False  # end-of-generation tokens are never chosen: run to max_tokens
+    min_tokens: int = 0  # end-of-generation tokens are not chosen before this many tokens
 
 
 REPETITION_WINDOW = 64
@@ -103,6 +106,7 @@ class Finish:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0  # prompt tokens whose keys/values were reused, not recomputed
+    stop_sequence: str | None = None  # the request's stop string that ended it, if one did
 
 
 GenerationEvent = Delta | Finish

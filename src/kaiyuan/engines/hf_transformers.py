@@ -36,6 +36,7 @@ from kaiyuan.engines.base import (
     EngineOptions,
     EventStream,
     Finish,
+    FinishReason,
     ModelInfo,
     SamplingParams,
     TextEngine,
@@ -279,7 +280,9 @@ class TransformersEngine(TextEngine):
                 return False
             return True
 
-        chooser = Chooser(p, grammar=job.constraint, generator=generator, on_token=on_token)
+        chooser = Chooser(
+            p, grammar=job.constraint, generator=generator, on_token=on_token, ends=self._ends
+        )
         ids = torch.tensor([job.prompt], device=self.device)
         inputs = {k: v.to(self.device) for k, v in (job.media or {}).items()}
         inputs.setdefault("attention_mask", torch.ones_like(ids))
@@ -303,7 +306,8 @@ class TransformersEngine(TextEngine):
             tail = text.flush()
             if tail is not None:
                 job.send(tail)
-        job.send(Finish("length" if reason == "length" else "stop", len(job.prompt), produced))
+        ended: FinishReason = "length" if reason == "length" else "stop"
+        job.send(Finish(ended, len(job.prompt), produced, stop_sequence=text.matched))
 
     def _bytes(self, token: int) -> bytes:
         """The token's exact bytes (a piece of a multi-byte character stays partial)."""

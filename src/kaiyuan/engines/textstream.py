@@ -23,6 +23,7 @@ class TextStream:
     # (offset in _pending where the token's text starts, its logprob)
     _pending_lp: list[tuple[int, TokenLogprob]] = field(default_factory=list)
     stopped: bool = False
+    matched: str | None = None  # the stop string that ended the text
 
     def push(self, piece: bytes, logprob: TokenLogprob | None = None) -> Delta | None:
         """Feed one token; returns what may be emitted now. Sets ``stopped`` on a match."""
@@ -46,8 +47,11 @@ class TextStream:
         return self._emit(len(self._pending))
 
     def _find_stop(self) -> int | None:
-        hits = [i for s in self.stop if (i := self._pending.find(s)) >= 0]
-        return min(hits) if hits else None
+        hits = [(i, s) for s in self.stop if (i := self._pending.find(s)) >= 0]
+        if not hits:
+            return None
+        at, self.matched = min(hits)
+        return at
 
     def _held_back(self) -> int:
         """Length of the longest tail of pending text that is a proper prefix of a stop."""

@@ -1,6 +1,7 @@
 """Token choice for the transformers engine, in the llama.cpp engine's order: grammar mask ->
-logit bias -> presence/frequency and repetition penalties -> (greedy at temperature 0) top-k ->
-top-p -> min-p -> temperature -> a seeded draw.
+end tokens banned (ignore_eos, min_tokens) -> logit bias -> presence/frequency and repetition
+penalties -> (greedy at temperature 0) top-k -> typical -> top-p -> min-p -> temperature -> a
+seeded draw.
 
 ``Chooser`` is handed to ``model.generate`` as its last logits processor: transformers runs the
 model (caches, rotary positions, experts, image features) and kaiyuan chooses each token, then
@@ -12,7 +13,7 @@ dialect, and a matcher per request masks every token the grammar forbids.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from functools import lru_cache
 from typing import Any
 
@@ -65,6 +66,20 @@ class Grammar:
             raise RuntimeError(f"grammar rejected token {token}: {self.matcher.get_error()}")
 
 
+def typical(logits: Any, mass: float) -> Any:
+    """Locally typical sampling (Meister et al., 2022) over one row of logits, as transformers'
+    TypicalLogitsWarper and llama.cpp's typical sampler with min_keep 1: the tokens whose
+    surprisal is closest to the distribution's entropy are kept, up to ``mass`` of probability
+    (at least one); the others become -inf."""
+    logp = torch.log_softmax(logits, dim=-1)
+    entropy = -(logp * logp.exp()).nansum()  # nansum: 0 * -inf for tokens already excluded
+    shifted = (-logp - entropy).abs()
+    ordered, order = torch.sort(shifted)
+    cumulative = logp[order].exp().cumsum(dim=-1)
+    last = min(int((cumulative < mass).sum()), len(ordered) - 1)
+    return logits.masked_fill(shifted > ordered[last], float("-inf"))
+
+
 class Chooser(LogitsProcessor):
     """A transformers logits processor that chooses each token itself and reports it."""
 
@@ -75,13 +90,17 @@ class Chooser(LogitsProcessor):
         grammar: Grammar | None,
         generator: Any,
         on_token: Callable[[int, Any], bool],
+        ends: Collection[int] = (),
     ) -> None:
         self.params = params
         self.grammar = grammar
         self.generator = generator
         self.on_token = on_token  # (token, raw logits) -> False once generation must stop
+        self.ends = sorted(ends)  # end-of-generation ids: banned under ignore_eos, min_tokens
+        self._end_ids: Any = None  # ... as a tensor on the logits' device, made on first use
         self.counts: Counter[int] = Counter()
         self.recent: deque[int] = deque(maxlen=REPETITION_WINDOW)
+        self.produced = 0
         self.done = False
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
@@ -91,6 +110,7 @@ class Chooser(LogitsProcessor):
             self.grammar.consume(token)
         self.counts[token] += 1
         self.recent.append(token)
+        self.produced += 1
         self.done = not self.on_token(token, raw)
         forced = torch.full_like(scores, float("-inf"))
         forced[0, token] = 0.0
@@ -104,6 +124,8 @@ class Chooser(LogitsProcessor):
             n = min(len(allowed), len(logits))
             logits[:n][~allowed[:n]] = float("-inf")
             logits[n:] = float("-inf")
+        if self.ends and (p.ignore_eos or self.produced < p.min_tokens):
+            self._ban_ends(logits)
         for token, bias in p.logit_bias:
             logits[token] += bias
         if self.counts and (p.presence_penalty or p.frequency_penalty):
@@ -122,6 +144,8 @@ class Chooser(LogitsProcessor):
         if 0 < p.top_k < len(logits):
             kth = torch.topk(logits, p.top_k).values[-1]
             logits[logits < kth] = float("-inf")
+        if p.typical_p < 1.0:
+            logits = typical(logits, p.typical_p)
         # top-p and min-p read the distribution before temperature, as llama.cpp's chain does
         # (its temperature sampler comes last)
         probs = torch.softmax(logits, dim=-1)
@@ -138,6 +162,17 @@ class Chooser(LogitsProcessor):
         logits = torch.where(kept, logits, torch.full_like(logits, float("-inf")))
         probs = torch.softmax(logits / p.temperature, dim=-1)
         return int(torch.multinomial(probs, 1, generator=self.generator))
+
+    def _ban_ends(self, logits: Any) -> None:
+        """Make every end token impossible, unless a complete grammar allows nothing else (then
+        it ends: there is no other token to choose)."""
+        if self._end_ids is None:
+            ids = [t for t in self.ends if t < len(logits)]
+            self._end_ids = torch.tensor(ids, dtype=torch.long, device=logits.device)
+        kept = logits[self._end_ids].clone()
+        logits[self._end_ids] = float("-inf")
+        if not torch.isfinite(logits).any():
+            logits[self._end_ids] = kept
 
 
 class StopWhenDone(StoppingCriteria):

@@ -104,13 +104,21 @@ class Scheduler:
     def run(self) -> None:
         try:
             while not self._stopping:
-                self._intake(block=not self._busy())
+                busy = self._busy()
+                if not busy:
+                    self.outbox.flush()  # before waiting for work
+                self._intake(block=not busy)
                 self._drop_cancelled()
                 self._assign()
                 if any(s.job for s in self.slots):
                     self._adapt_threads()
-                    self._step()
-                self.outbox.flush()
+                    filled = self._fill()
+                    # The last step's events go to the event loop just before llama.cpp
+                    # decodes (releasing the GIL): the loop writes them while the cores decode,
+                    # instead of holding the GIL this thread needs to build the next batch.
+                    self.outbox.flush()
+                    if filled:
+                        self._decode()
         finally:
             self._fail_all(EngineFailure(f"the engine for model '{self.model_id}' stopped"))
             self.outbox.flush()
@@ -219,7 +227,9 @@ class Scheduler:
         self._sample(slot, -1)  # the logits of the prompt's last token
 
     # --- one step: a single decode for every active sequence ------------------------------
-    def _step(self) -> None:
+    def _fill(self) -> bool:
+        """This step's batch: each generating sequence's last token, then prompt chunks;
+        whether it holds any token."""
         self.steps += 1
         batch = self.batch
         batch.n_tokens = 0
@@ -239,9 +249,10 @@ class Scheduler:
                 slot.tokens.append(token)
                 if last:
                     slot.logits_at = index
-        if batch.n_tokens == 0:
-            return
-        rc = llama_cpp.llama_decode(self.ctx, batch)
+        return batch.n_tokens > 0
+
+    def _decode(self) -> None:
+        rc = llama_cpp.llama_decode(self.ctx, self.batch)
         if rc != 0:
             self._decode_failed(rc)
             return
@@ -264,7 +275,12 @@ class Scheduler:
         job, text, sampler = slot.job, slot.text, slot.sampler
         assert job is not None and text is not None and sampler is not None
         p = job.params
-        token = llama_cpp.llama_sampler_sample(sampler.sampler, self.ctx, index)
+        if p.ignore_eos or slot.produced < p.min_tokens:
+            token = sampling.sample_without_end(
+                sampler, self.ctx, index, self.vocab, grammar=p.grammar is not None
+            )
+        else:
+            token = llama_cpp.llama_sampler_sample(sampler.sampler, self.ctx, index)
         slot.produced += 1
         if self.vocab.is_end(token):
             self._finish(slot, "stop")
@@ -296,6 +312,7 @@ class Scheduler:
                 len(job.prompt),
                 slot.produced,
                 cached_tokens=job.reused,
+                stop_sequence=text.matched,
             ),
         )
         self._release(slot, keep_cache=True)
