@@ -93,6 +93,7 @@ def sse_events(response: httpx.Response) -> list[Any]:
         ({"presence_penalty": 3}, "presence_penalty"),
         ({"model": ""}, "model"),
         ({"chat_template": "{{ 1 }}"}, "chat_template"),
+        ({"chat_template_kwargs": {"tools": "{{ 1 }}"}}, "chat_template_kwargs.tools"),
         ({"stream_options": {"include_usage": True}}, "stream_options"),
     ],
 )

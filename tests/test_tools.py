@@ -395,6 +395,30 @@ def test_enable_thinking_false_reaches_the_template(qwen: Any) -> None:
     assert prompt_of(engine).endswith("<think>\n\n</think>")
 
 
+@pytest.mark.parametrize(
+    ("effort", "closed"), [("none", True), ("minimal", True), ("low", False), ("high", False)]
+)
+def test_reasoning_effort_switches_thinking(qwen: Any, effort: str, closed: bool) -> None:
+    engine, client = qwen
+    script(engine, "Hi.")
+    client.chat.completions.create(
+        model="qwen-like",
+        messages=ASK,
+        reasoning_effort=effort,  # type: ignore[arg-type]
+    )
+    assert prompt_of(engine).endswith("<think>\n\n</think>") is closed
+
+
+def test_explicit_enable_thinking_wins_over_reasoning_effort(qwen: Any) -> None:
+    engine, client = qwen
+    script(engine, "Hi.")
+    client.chat.completions.create(
+        model="qwen-like", messages=ASK, reasoning_effort="high",
+        extra_body={"chat_template_kwargs": {"enable_thinking": False}},
+    )  # fmt: skip
+    assert prompt_of(engine).endswith("<think>\n\n</think>")
+
+
 def test_broken_call_comes_back_as_text(qwen: Any) -> None:
     engine, client = qwen
     script(engine, "<tool_call>{not json</tool_call>")

@@ -132,6 +132,16 @@ class Settings(BaseSettings):
         "system prompt). false: every prompt is read in full, so a temperature-0 answer does not "
         "depend on earlier requests; requests choose with `cache_prompt`.",
     )
+    strict_params: bool = Field(
+        False,
+        description="Refuse request fields kaiyuan does not know (400 naming the field). "
+        "false: they are ignored with one warning in the log, as vLLM does.",
+    )
+    aliases: dict[str, str] = Field(
+        default_factory=dict,
+        description="Other names for models, on every surface, e.g. "
+        '`"claude-sonnet-4-5" = "qwen3-coder-30b-a3b"` (a table in config.toml).',
+    )
     max_images: int = Field(8, ge=0, description="Most images one chat request may carry.")
     max_image_bytes: int = Field(
         20 * 1024 * 1024, ge=1024, description="Largest image accepted (encoded bytes)."

@@ -66,8 +66,9 @@ def build(info: ChatModel, body: ChatCompletionRequest, *, parser: str | None = 
         extra["tools"] = tools
     elif use_tools:
         messages = _with_default_tool_prompt(messages, tools, parser_class(chosen).example)
-    if body.chat_template_kwargs and body.chat_template_kwargs.enable_thinking is not None:
-        extra["enable_thinking"] = body.chat_template_kwargs.enable_thinking
+    thinking = body.enable_thinking()
+    if thinking is not None:
+        extra["enable_thinking"] = thinking
     template = ChatTemplate(info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token)
     text = template.render(messages, max_chars=max_prompt_chars(info), **extra)
     return Prompt(

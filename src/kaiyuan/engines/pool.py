@@ -47,6 +47,9 @@ class _Entry:
     memory: int
     pinned: bool
     last_used: float
+    # Seconds it stays loaded once idle, set by a request (Ollama's keep_alive); None: the
+    # server's keep_alive; negative: forever.
+    keep_alive: float | None = None
 
 
 class EnginePool:
@@ -78,8 +81,13 @@ class EnginePool:
         return pool
 
     # --- lookup -------------------------------------------------------------------------------
+    def canonical(self, model_id: str) -> str:
+        """The model an alias names (settings ``aliases``), else ``model_id`` itself."""
+        return self.settings.aliases.get(model_id, model_id)
+
     def get(self, model_id: str) -> Engine:
         """A loaded engine (no loading); ModelNotFound otherwise."""
+        model_id = self.canonical(model_id)
         entry = self._entries.get(model_id)
         if entry is None:
             raise ModelNotFound(
@@ -104,6 +112,7 @@ class EnginePool:
         (what it was asked for); an image, video or embedding model is refused from its
         record, before it is loaded, so nothing is evicted for it."""
         use = f"with {route}" if route else f"for {contract.purpose}"
+        model_id = self.canonical(model_id)
         record = self.unloaded_record(model_id)
         known = record.capabilities if record is not None else []
         if capability is not None and known and set(known) <= NOT_TEXT:
@@ -126,6 +135,7 @@ class EnginePool:
 
     def unloaded_record(self, model_id: str) -> ModelRecord | None:
         """The store's record of a model that is not loaded (404 if there is none)."""
+        model_id = self.canonical(model_id)
         return None if model_id in self._entries else self._record(model_id)
 
     def records(self) -> list[ModelRecord]:
@@ -249,14 +259,50 @@ class EnginePool:
             await entry.engine.aclose()
 
     async def sweep(self) -> None:
-        """Unload models idle for longer than keep_alive."""
-        keep = self.settings.keep_alive
+        """Unload models idle for longer than keep_alive (the server's, or the one a request
+        set for the model)."""
         now = time.monotonic()
         for model_id, entry in list(self._entries.items()):
+            keep = self._keep(entry)
             if entry.engine.in_flight:
                 entry.last_used = now
             elif keep >= 0 and not entry.pinned and now - entry.last_used > keep:
                 await self.unload(model_id, reason=f"idle for {keep:g} s")
+
+    def _keep(self, entry: _Entry) -> float:
+        return self.settings.keep_alive if entry.keep_alive is None else entry.keep_alive
+
+    # --- per-request keep-alive (Ollama's keep_alive) --------------------------------------------
+    def keep_alive(self, model_id: str, seconds: float | None) -> None:
+        """How long ``model_id`` stays loaded once idle, counted from now: ``seconds``, None
+        for the server's keep_alive, negative for ever, 0 to unload it as soon as it is idle
+        (at the next sweep). Pinned models (``--model``) stay loaded whatever is asked."""
+        entry = self._entries.get(self.canonical(model_id))
+        if entry is not None:
+            entry.keep_alive = seconds
+            entry.last_used = time.monotonic()
+
+    def expires_in(self, model_id: str) -> float | None:
+        """Seconds until a loaded model is unloaded if no request comes (a busy one: counted
+        from now), or None when it stays (pinned, kept forever, or not loaded)."""
+        entry = self._entries.get(self.canonical(model_id))
+        if entry is None or entry.pinned:
+            return None
+        keep = self._keep(entry)
+        if keep < 0:
+            return None
+        if entry.engine.in_flight:
+            return keep
+        return max(entry.last_used + keep - time.monotonic(), 0.0)
+
+    async def unload_idle(self, model_id: str, *, reason: str) -> bool:
+        """Unload ``model_id`` now if it is loaded, not pinned and idle; whether it was."""
+        model_id = self.canonical(model_id)
+        entry = self._entries.get(model_id)
+        if entry is None or entry.pinned or entry.engine.in_flight:
+            return False
+        await self.unload(model_id, reason=reason)
+        return True
 
     async def run_keep_alive(self, interval: float = 1.0) -> None:
         while True:

@@ -22,6 +22,7 @@ from kaiyuan.server.routes import (
     embeddings,
     health,
     images,
+    messages,
     models,
     responses,
     videos,
@@ -62,7 +63,8 @@ def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
         app.state.pool = pool
     errors.install(app)
     _document_errors_as_served(app)
-    for module in (health, models, chat, completions, embeddings, responses, images, videos):
+    routers = (health, models, chat, completions, embeddings, responses, images, videos, messages)
+    for module in routers:
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
     # Added last, so it runs first: a request for another host name is refused unread.

@@ -1,4 +1,7 @@
-"""Every error leaves the server as the OpenAI envelope, mapped here and only here.
+"""Every error leaves the server in its surface's envelope, mapped here and only here: OpenAI's
+(``{"error": {"message", "type", "param", "code"}}``), Anthropic's under ``/v1/messages``
+(``{"type": "error", "error": {"type", "message"}}``), Ollama's under ``/api/``
+(``{"error": "message"}``).
 
 Unexpected exceptions are logged with their traceback and answered with a generic message:
 no exception text, path or repr ever reaches a client.
@@ -16,6 +19,8 @@ from starlette.exceptions import HTTPException
 
 from kaiyuan.errors import FeatureNotInstalled, KaiyuanError, Overloaded
 from kaiyuan.extras import for_missing
+from kaiyuan.protocol.anthropic import errors as anthropic
+from kaiyuan.protocol.ollama import errors as ollama
 from kaiyuan.protocol.openai.common import ErrorBody, ErrorResponse
 
 log = logging.getLogger(__name__)
@@ -34,12 +39,44 @@ def envelope(exc: KaiyuanError) -> dict[str, Any]:
     return error_body(exc.message, exc.type, param=exc.param, code=exc.code)
 
 
-def error_response(exc: KaiyuanError, retry_after: int = 1) -> JSONResponse:
+def surface(path: str) -> str:
+    """Which API a path belongs to: "anthropic", "ollama" or "openai"."""
+    if path == "/v1/messages" or path.startswith("/v1/messages/"):
+        return "anthropic"
+    if path.startswith("/api/"):
+        return "ollama"
+    return "openai"
+
+
+def payload(
+    path: str,
+    status: int,
+    message: str,
+    type_: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+) -> dict[str, Any]:
+    """An error body in the envelope of the surface ``path`` belongs to."""
+    kind = surface(path)
+    if kind == "anthropic":
+        detail = anthropic.AnthropicErrorDetail(type=anthropic.error_type(status), message=message)
+        return anthropic.AnthropicError(error=detail).model_dump()
+    if kind == "ollama":
+        return ollama.OllamaError(error=message).model_dump()
+    return error_body(message, type_, param=param, code=code)
+
+
+def exception_payload(path: str, exc: KaiyuanError) -> dict[str, Any]:
+    return payload(path, exc.status, exc.message, exc.type, param=exc.param, code=exc.code)
+
+
+def error_response(exc: KaiyuanError, retry_after: int = 1, path: str = "") -> JSONResponse:
     headers = {"Retry-After": str(retry_after)} if isinstance(exc, Overloaded) else None
     if isinstance(exc, FeatureNotInstalled):
-        # The openai SDK retries any 5xx unless told not to; this one stays until an install.
+        # The SDKs retry any 5xx unless told not to; this one stays until an install.
         headers = {"x-should-retry": "false"}
-    return JSONResponse(envelope(exc), status_code=exc.status, headers=headers)
+    return JSONResponse(exception_payload(path, exc), status_code=exc.status, headers=headers)
 
 
 # Union branches show up in pydantic locations as type tags ("str", "list[str]",
@@ -78,6 +115,10 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
         return "a JSON request body is required", None
     if kind == "extra_forbidden":
         return f"unrecognized request argument supplied: {param}", param
+    if kind == "unknown_field":  # strict_params: the model names the field, loc its parent
+        field = str((first.get("ctx") or {}).get("field", ""))
+        param = _param((*tuple(first.get("loc", ())), field))
+        return f"unrecognized request argument supplied: {param}", param
     message = str(first.get("msg", "invalid value"))
     message = message.removeprefix("Value error, ")
     return (f"invalid value for '{param}': {message}" if param else message), param
@@ -88,14 +129,13 @@ def install(app: FastAPI) -> None:
     async def _kaiyuan(request: Request, exc: KaiyuanError) -> JSONResponse:
         if exc.status >= 500:
             log.warning("%s: %s", type(exc).__name__, exc.message, exc_info=exc.__cause__)
-        return error_response(exc, request.app.state.settings.retry_after)
+        return error_response(exc, request.app.state.settings.retry_after, request.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = validation_message(list(exc.errors()))
-        return JSONResponse(
-            error_body(message, "invalid_request_error", param=param), status_code=400
-        )
+        body = payload(request.url.path, 400, message, "invalid_request_error", param=param)
+        return JSONResponse(body, status_code=400)
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
@@ -104,7 +144,13 @@ def install(app: FastAPI) -> None:
         status = exc.status_code
         # FastAPI reports an unparseable body (e.g. nested too deeply) as a bare 400.
         message = exc.detail if status != 400 else "the request body could not be parsed"
-        body = error_body(str(message), "invalid_request_error", code=_HTTP_CODES.get(status))
+        body = payload(
+            request.url.path,
+            status,
+            str(message),
+            "invalid_request_error",
+            code=_HTTP_CODES.get(status),
+        )
         return JSONResponse(body, status_code=status, headers=exc.headers)
 
     @app.exception_handler(Exception)
@@ -114,10 +160,8 @@ def install(app: FastAPI) -> None:
         if missing is not None:
             return await _kaiyuan(request, missing)
         log.error("unhandled error", exc_info=exc)
-        return JSONResponse(
-            error_body("the server had an internal error; see its log", "server_error"),
-            status_code=500,
-        )
+        message = "the server had an internal error; see its log"
+        return JSONResponse(payload(request.url.path, 500, message, "server_error"), 500)
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kaiyuan.server.errors import error_body
+from kaiyuan.server.errors import payload
 
 
 class BodyLimit:
@@ -32,7 +32,7 @@ class BodyLimit:
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             too_big = f"request body exceeds the {self.max_bytes}-byte limit"
-            await _refuse(send, 413, too_big, "payload_too_large")
+            await _refuse(send, scope["path"], 413, too_big, "payload_too_large")
             return
         chunks: list[bytes] = []
         size = 0
@@ -45,15 +45,15 @@ class BodyLimit:
                     chunk = message.get("body", b"")
                     size += len(chunk)
                     if size > self.max_bytes:
-                        await _refuse(send, 413, f"request body exceeds the {self.max_bytes}-"
-                                      "byte limit", "payload_too_large")  # fmt: skip
+                        limit = f"request body exceeds the {self.max_bytes}-byte limit"
+                        await _refuse(send, scope["path"], 413, limit, "payload_too_large")
                         return
                     chunks.append(chunk)
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
             late = f"the request body did not arrive within {self.timeout:g} s"
-            await _refuse(send, 408, late, "request_timeout")
+            await _refuse(send, scope["path"], 408, late, "request_timeout")
             return
         body: bytes | None = b"".join(chunks)
 
@@ -89,7 +89,7 @@ class HostCheck:
                     "address; to reach it by a name, add the name to allowed_hosts "
                     "(--allow-host NAME)"
                 )
-                await _refuse(send, 400, message, "host_not_allowed")
+                await _refuse(send, scope["path"], 400, message, "host_not_allowed")
                 return
         await self.app(scope, receive, send)
 
@@ -111,17 +111,18 @@ def _hostname(raw: bytes) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-async def _refuse(send: Send, status: int, message: str, code: str) -> None:
-    payload = json.dumps(error_body(message, "invalid_request_error", code=code)).encode()
+async def _refuse(send: Send, path: str, status: int, message: str, code: str) -> None:
+    body = payload(path, status, message, "invalid_request_error", code=code)
+    encoded = json.dumps(body).encode()
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
+                (b"content-length", str(len(encoded)).encode()),
                 (b"connection", b"close"),
             ],
         }
     )
-    await send({"type": "http.response.body", "body": payload})
+    await send({"type": "http.response.body", "body": encoded})

@@ -1,5 +1,6 @@
 """The route class every API router uses: JSON bodies are parsed off the event loop when they
-are big, and text the UTF-8 encoder cannot write is refused at the door.
+are big, text the UTF-8 encoder cannot write is refused at the door, and fields no request
+model knows are logged once (or refused under ``strict_params``, see ``protocol/fields.py``).
 
 FastAPI parses a request's JSON on the event loop; a 16 MB body takes about 0.1 s there, long
 enough to stall every other client (T22). JSON also lets a client send a lone UTF-16 surrogate
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -19,6 +21,9 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
 from kaiyuan.errors import InvalidRequest
+from kaiyuan.protocol.fields import UNKNOWN
+
+log = logging.getLogger(__name__)
 
 OFF_LOOP_BYTES = 256 * 1024
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -73,6 +78,19 @@ class ApiRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
-            return await handler(_Request(request.scope, request.receive))
+            # Fields no request model knows: collected while the body is validated and logged
+            # once, or (strict_params) refused by the models themselves.
+            strict = request.app.state.settings.strict_params
+            unknown: list[str] | None = None if strict else []
+            token = UNKNOWN.set(unknown)
+            try:
+                return await handler(_Request(request.scope, request.receive))
+            finally:
+                UNKNOWN.reset(token)
+                if unknown:
+                    log.warning(
+                        "%s %s: ignored unknown fields %s (strict_params refuses them)",
+                        request.method, request.url.path, ", ".join(sorted(set(unknown))),
+                    )  # fmt: skip
 
         return handle

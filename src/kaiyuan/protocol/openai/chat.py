@@ -84,7 +84,7 @@ class NamedToolChoice(Request):
 
 
 class JsonSchemaFormat(Request):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)
 
     name: str = Field(pattern=FUNCTION_NAME)
     description: str | None = None
@@ -106,6 +106,8 @@ class ResponseFormat(Request):
 class ChatTemplateKwargs(Request):
     """Switches a model's template offers; only known, data-only keys are accepted."""
 
+    model_config = ConfigDict(extra="forbid")  # never ignored: they would reach the template
+
     enable_thinking: bool | None = None
 
 
@@ -119,6 +121,12 @@ class ChatCompletionRequest(SamplingFields):
     parallel_tool_calls: bool = True
     response_format: ResponseFormat | None = None
     chat_template_kwargs: ChatTemplateKwargs | None = None
+    # none/minimal: thinking off; otherwise on, where the template has the switch (Qwen3's
+    # enable_thinking). chat_template_kwargs.enable_thinking, when given, wins.
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    # accepted, not acted on: kaiyuan writes text only, at the model's own length
+    verbosity: Literal["low", "medium", "high"] | None = None
+    modalities: list[Literal["text"]] | None = Field(None, max_length=1)
 
     @model_validator(mode="after")
     def _top_logprobs_need_logprobs(self) -> ChatCompletionRequest:
@@ -139,6 +147,15 @@ class ChatCompletionRequest(SamplingFields):
                 "tool_choice", f"tool_choice names '{choice.function.name}', which is not in tools"
             )
         return self
+
+    def enable_thinking(self) -> bool | None:
+        """The template's thinking switch this request asks for (None: the template's own)."""
+        kwargs = self.chat_template_kwargs
+        if kwargs is not None and kwargs.enable_thinking is not None:
+            return kwargs.enable_thinking
+        if self.reasoning_effort is None:
+            return None
+        return self.reasoning_effort not in ("none", "minimal")
 
     def effective_tool_choice(self) -> str | NamedToolChoice:
         if self.tool_choice is not None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from pydantic_core import PydanticCustomError
+
+from kaiyuan.protocol.fields import Request
 
 
 def invalid(param: str, message: str) -> PydanticCustomError:
@@ -11,8 +13,7 @@ def invalid(param: str, message: str) -> PydanticCustomError:
     return PydanticCustomError("invalid_combination", message, {"param": param})
 
 
-class Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+__all__ = ["ErrorBody", "ErrorResponse", "PromptTokensDetails", "Request", "Usage", "invalid"]
 
 
 class ErrorBody(BaseModel):

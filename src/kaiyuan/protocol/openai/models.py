@@ -28,6 +28,7 @@ class Model(BaseModel):
     sha256: str | None = None
     added: str | None = None
     loaded: bool = False
+    alias_of: str | None = None  # this id is another name (config ``aliases``) for that model
 
 
 class ModelList(BaseModel):

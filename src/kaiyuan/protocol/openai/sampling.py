@@ -30,6 +30,9 @@ class SamplingFields(Request):
     top_k: int | None = Field(None, ge=-1, le=1_000_000)
     min_p: float | None = Field(None, ge=0.0, le=1.0)
     repetition_penalty: float | None = Field(None, gt=0.0, le=2.0)
+    typical_p: float | None = Field(None, gt=0.0, le=1.0)
+    ignore_eos: bool = False  # run to max_tokens (or a stop string)
+    min_tokens: int = Field(0, ge=0, le=1_000_000)  # no end token before this many
     n: int = Field(1, ge=1, le=128)
     stop: Stop | None = None
     seed: int | None = None
@@ -44,6 +47,12 @@ class SamplingFields(Request):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256)
+    # OpenAI fields accepted and not acted on (README: "Fields accepted and ignored")
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(None, max_length=16)
+    store: bool | None = None
+    service_tier: str | None = Field(None, max_length=32)
+    prompt_cache_key: str | None = Field(None, max_length=1024)
+    safety_identifier: str | None = Field(None, max_length=256)
 
     @field_validator("stop")
     @classmethod
@@ -51,6 +60,25 @@ class SamplingFields(Request):
         if value == "":
             raise ValueError("stop must not be an empty string")
         return value
+
+    # vLLM's field for a template of the client's own: refused, never ignored (T7, template
+    # injection); kaiyuan renders each model's own template in a sandbox
+    chat_template: str | None = None
+
+    @model_validator(mode="after")
+    def _no_client_template(self) -> SamplingFields:
+        if self.chat_template is not None:
+            raise invalid(
+                "chat_template",
+                "a request cannot supply a chat template; each model's own template is used",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> SamplingFields:
+        if self.max_tokens is not None and self.min_tokens > self.max_tokens:
+            raise invalid("min_tokens", "min_tokens must not be more than max_tokens")
+        return self
 
     @model_validator(mode="after")
     def _stream_options_need_stream(self) -> SamplingFields:

@@ -28,10 +28,19 @@ def _model(record: ModelRecord, pool: EnginePool) -> Model:
     )
 
 
+def _listed(pool: EnginePool) -> list[Model]:
+    """Every servable model, then each alias of one (config ``aliases``) under its own id."""
+    models = [_model(record, pool) for record in pool.records()]
+    by_id = {m.id: m for m in models}
+    for alias, target in pool.settings.aliases.items():
+        if target in by_id and alias not in by_id:
+            models.append(by_id[target].model_copy(update={"id": alias, "alias_of": target}))
+    return models
+
+
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
-    pool: EnginePool = request.app.state.pool
-    return ModelList(data=[_model(record, pool) for record in pool.records()])
+    return ModelList(data=_listed(request.app.state.pool))
 
 
 @router.get(
@@ -40,10 +49,9 @@ async def list_models(request: Request) -> ModelList:
     responses={404: ERROR_RESPONSES[404]},
 )
 async def get_model(model_id: str, request: Request) -> Model:
-    pool: EnginePool = request.app.state.pool
-    records = pool.records()
-    for record in records:
-        if record.id == model_id:
-            return _model(record, pool)
-    hint = did_you_mean(model_id, [r.id for r in records])
+    models = _listed(request.app.state.pool)
+    for model in models:
+        if model.id == model_id:
+            return model
+    hint = did_you_mean(model_id, [m.id for m in models])
     raise ModelNotFound(f"model '{model_id}' does not exist{hint}", param="model")

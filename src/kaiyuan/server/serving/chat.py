@@ -14,7 +14,7 @@ from kaiyuan.chat.output import Call, ChoiceOutput, Content, Out, Thought
 from kaiyuan.chat.prompt import Prompt, build
 from kaiyuan.chat.toolcalls import parser_class
 from kaiyuan.config import Settings
-from kaiyuan.engines.base import Delta, EventStream, TextEngine, TokenLogprob
+from kaiyuan.engines.base import Delta, EventStream, GenerationEvent, TextEngine, TokenLogprob
 from kaiyuan.protocol.openai.chat import (
     AssistantMessage,
     ChatChoice,
@@ -47,6 +47,40 @@ FRAGMENT = 24  # streamed tool-call arguments go out in pieces of this many char
 async def serve(
     engine: TextEngine, body: ChatCompletionRequest, settings: Settings, request: Request
 ) -> ChatCompletion | Response:
+    run = await start(engine, body, settings)
+    head = Head.new("chatcmpl", body.model)
+    stall = settings.stall_timeout
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return sse.stream_response(_chunks(run, head, stall, include_usage))
+    return await body_or_499(request, _completion(run, head, stall, body.logprobs))
+
+
+@dataclass(slots=True)
+class Run:
+    """A chat request admitted to its engine: per choice, its event stream and the splitter
+    of its text into answer, reasoning and tool calls. Every surface that chats (OpenAI,
+    Anthropic, Ollama) starts one and writes its events in its own wire shape."""
+
+    opened: list[EventStream]
+    outputs: list[ChoiceOutput]
+    prompt_tokens: int
+
+    async def events(self, stall: float) -> AsyncIterator[tuple[int, list[Out], GenerationEvent]]:
+        """(choice, what its new text became, the engine's event) as they come."""
+        async for index, event in streams.merge(self.opened, stall):
+            output = self.outputs[index]
+            items = output.feed(event.text) if isinstance(event, Delta) else output.finish()
+            yield index, items, event
+
+    def finish_reason(self, index: int, engine_reason: str) -> Any:
+        return (
+            "tool_calls" if self.outputs[index].calls and engine_reason == "stop" else engine_reason
+        )
+
+
+async def start(engine: TextEngine, body: ChatCompletionRequest, settings: Settings) -> Run:
+    """Prompt, grammar and sampling for ``body``; every choice admitted (or none)."""
     check_choices(body.n, settings.max_n)
     # Rendering, grammar compilation and tokenizing are CPU work: never on the event loop.
     prompt, constraint = await asyncio.to_thread(_prepare, engine, body, settings)
@@ -74,12 +108,16 @@ async def serve(
         )
         for _ in opened
     ]
-    head = Head.new("chatcmpl", body.model)
-    stall = settings.stall_timeout
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return sse.stream_response(_chunks(opened, outputs, head, stall, include_usage))
-    return await body_or_499(request, _completion(opened, outputs, head, stall, body.logprobs))
+    return Run(opened, outputs, len(tokens))
+
+
+async def count_tokens(engine: TextEngine, body: ChatCompletionRequest, settings: Settings) -> int:
+    """The prompt tokens ``body`` would take (its images included), generating nothing."""
+    prompt = await asyncio.to_thread(
+        build, engine.info, body, parser=settings.tool_parsers.get(engine.info.id)
+    )
+    tokens, _ = await _encode(engine, prompt, settings)
+    return len(tokens)
 
 
 def _prepare(
@@ -89,7 +127,7 @@ def _prepare(
     for i, tool in enumerate(body.tools or []):  # rendered into the prompt: bounded first
         if tool.function.parameters is not None:
             bounds.check(tool.function.parameters, f"tools[{i}].function.parameters")
-    prompt = build(engine.info, body, parser=settings.tool_parsers.get(body.model))
+    prompt = build(engine.info, body, parser=settings.tool_parsers.get(engine.info.id))
     return prompt, _grammar(body, prompt)
 
 
@@ -162,10 +200,6 @@ class _Choice:
         )
 
 
-def _finish_reason(engine_reason: str, output: ChoiceOutput) -> Any:
-    return "tool_calls" if output.calls and engine_reason == "stop" else engine_reason
-
-
 def _logprobs(items: list[TokenLogprob]) -> ChoiceLogprobs:
     return ChoiceLogprobs(
         content=[
@@ -183,23 +217,16 @@ def _logprobs(items: list[TokenLogprob]) -> ChoiceLogprobs:
     )
 
 
-async def _completion(
-    opened: list[EventStream],
-    outputs: list[ChoiceOutput],
-    head: Head,
-    stall: float,
-    with_logprobs: bool,
-) -> ChatCompletion:
-    choices = [_Choice() for _ in opened]
-    totals = Totals(per_prompt=len(opened))
-    async for index, event in streams.merge(opened, stall):
-        choice, output = choices[index], outputs[index]
+async def _completion(run: Run, head: Head, stall: float, with_logprobs: bool) -> ChatCompletion:
+    choices = [_Choice() for _ in run.opened]
+    totals = Totals(per_prompt=len(run.opened))
+    async for index, items, event in run.events(stall):
+        choice = choices[index]
+        choice.add(items)
         if isinstance(event, Delta):
-            choice.add(output.feed(event.text))
             choice.logprobs.extend(event.logprobs)
         else:
-            choice.add(output.finish())
-            choice.finish_reason = _finish_reason(event.reason, output)
+            choice.finish_reason = run.finish_reason(index, event.reason)
             totals.add(index, event)
     return ChatCompletion(
         id=head.id,
@@ -237,13 +264,7 @@ def _deltas(item: Out) -> list[ChoiceDelta]:
     return [ChoiceDelta(tool_calls=[call]) for call in [first, *pieces]]
 
 
-async def _chunks(
-    opened: list[EventStream],
-    outputs: list[ChoiceOutput],
-    head: Head,
-    stall: float,
-    include_usage: bool,
-) -> AsyncIterator[bytes]:
+async def _chunks(run: Run, head: Head, stall: float, include_usage: bool) -> AsyncIterator[bytes]:
     base = head.stream_fields("chat.completion.chunk", include_usage)
 
     def chunk_model(
@@ -268,21 +289,15 @@ async def _chunks(
     ) -> bytes:
         return sse.chunk(chunk_model(index, delta, logprobs, finish))
 
-    texts = [
-        sse.Template(chunk_model(i, ChoiceDelta(content=sse.HOLE))) for i in range(len(opened))
-    ]
-    for i in range(len(opened)):
+    count = len(run.opened)
+    texts = [sse.Template(chunk_model(i, ChoiceDelta(content=sse.HOLE))) for i in range(count)]
+    for i in range(count):
         yield chunk(i, ChoiceDelta(role="assistant", content=""))
     pending: dict[int, list[TokenLogprob]] = {}  # logprobs wait for the next chunk to carry them
-    totals = Totals(per_prompt=len(opened))
-    async for index, event in streams.merge(opened, stall):
-        output = outputs[index]
-        if isinstance(event, Delta):
-            if event.logprobs:
-                pending.setdefault(index, []).extend(event.logprobs)
-            items = output.feed(event.text)
-        else:
-            items = output.finish()
+    totals = Totals(per_prompt=count)
+    async for index, items, event in run.events(stall):
+        if isinstance(event, Delta) and event.logprobs:
+            pending.setdefault(index, []).extend(event.logprobs)
         for item in items:
             if type(item) is Content and index not in pending:  # the hot path: a token's text
                 yield texts[index].fill(item.text)
@@ -291,7 +306,7 @@ async def _chunks(
                 yield chunk(index, delta, pending.pop(index, None))
         if not isinstance(event, Delta):
             totals.add(index, event)
-            finish = _finish_reason(event.reason, output)
+            finish = run.finish_reason(index, event.reason)
             yield chunk(index, ChoiceDelta(), pending.pop(index, None), finish)
     if include_usage:
         usage = totals.usage(details=True)

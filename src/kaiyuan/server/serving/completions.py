@@ -29,6 +29,22 @@ from kaiyuan.server.serving.sampling import check_choices, resolve_max_tokens, s
 async def serve(
     engine: TextEngine, body: CompletionRequest, settings: Settings, request: Request
 ) -> Completion | Response:
+    opened, echoes = await start(engine, body, settings)
+    head = Head.new("cmpl", body.model)
+    stall = settings.stall_timeout
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return sse.stream_response(_chunks(opened, head, stall, include_usage, echoes, body.n))
+    work = _completion(opened, head, stall, echoes, body.n, body.logprobs is not None)
+    return await body_or_499(request, work)
+
+
+async def start(
+    engine: TextEngine, body: CompletionRequest, settings: Settings
+) -> tuple[list[EventStream], list[str]]:
+    """Every choice of every prompt admitted (or none), in order, with the text each choice
+    echoes first (empty unless ``echo``). Other surfaces' raw prompts (Ollama's ``raw``
+    generate) start here too."""
     raw = _raw_prompts(body)
     check_choices(len(raw) * body.n, settings.max_n)  # before any tokenizing
     prompts = await asyncio.to_thread(_prompts, raw, engine)
@@ -44,14 +60,7 @@ async def serve(
             seed = None if body.seed is None else body.seed + j
             jobs.append((tokens, replace(base, max_tokens=max_tokens, seed=seed)))
     echoes = [text or "" if body.echo else "" for text, _ in prompts for _ in range(body.n)]
-    opened = await streams.open_streams(engine, jobs)
-    head = Head.new("cmpl", body.model)
-    stall = settings.stall_timeout
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return sse.stream_response(_chunks(opened, head, stall, include_usage, echoes, body.n))
-    work = _completion(opened, head, stall, echoes, body.n, body.logprobs is not None)
-    return await body_or_499(request, work)
+    return await streams.open_streams(engine, jobs), echoes
 
 
 def _raw_prompts(body: CompletionRequest) -> list[Any]:

@@ -1,0 +1,1 @@
+"""The Anthropic Messages API: wire shapes (see server/serving/messages.py)."""

@@ -1,0 +1,1 @@
+"""The Ollama API: wire shapes (see server/serving/ollama.py)."""
