@@ -114,9 +114,9 @@ def assert_400(response: httpx.Response, param: str, words: str) -> None:
 @pytest.mark.parametrize(
     ("schema", "words"),
     [
-        ({"type": "string", "maxLength": 20000}, "maxLength 20000; the limit is 1000"),
+        ({"type": "string", "minLength": 20000}, "minLength 20000; the limit is 1000"),
         ({"type": "string", "pattern": "^a{0,30000}$"}, "at most 100 times"),
-        ({"type": "array", "items": {"type": "integer"}, "maxItems": 50000}, "maxItems"),
+        ({"type": "array", "items": {"type": "integer"}, "minItems": 50000}, "minItems"),
         ({"enum": [f"value-{i}" for i in range(200_000)]}, "enum of 200000 values"),
     ],
 )
@@ -135,10 +135,10 @@ def test_exploding_schemas_are_a_fast_400(
 
 @pytest.mark.slow
 def test_exploding_tool_schema_is_a_400_on_chat_and_responses(hard: KaiyuanServer) -> None:
-    params = {"type": "object", "properties": {"a": {"type": "string", "maxLength": 20000}}}
+    params = {"type": "object", "properties": {"a": {"type": "string", "minLength": 20000}}}
     tool = {"type": "function", "function": {"name": "f", "parameters": params}}
     response = chat(hard, tools=[tool], tool_choice="required")
-    assert_400(response, "tools[0].function.parameters", "maxLength 20000")
+    assert_400(response, "tools[0].function.parameters", "minLength 20000")
     responses = httpx.post(
         hard.url + "/v1/responses",
         json={"model": MODEL, "input": "hi", "max_output_tokens": 16, "tool_choice": "required",
@@ -146,8 +146,26 @@ def test_exploding_tool_schema_is_a_400_on_chat_and_responses(hard: KaiyuanServe
         timeout=120,
     )  # fmt: skip
     assert responses.status_code == 400, responses.text
-    assert "maxLength 20000" in responses.json()["error"]["message"]
+    assert "minLength 20000" in responses.json()["error"]["message"]
     assert httpx.get(hard.url + "/health").status_code == 200
+
+
+@pytest.mark.slow
+def test_huge_upper_counts_mean_unbounded(hard: KaiyuanServer) -> None:
+    """Claude Code's tools declare maxLength 524288: an upper count past the limit is dropped
+    from the grammar (max_tokens bounds the answer), fast, for tools and response_format."""
+    text = {"type": "string", "maxLength": 524288}
+    many = {"type": "array", "items": {"type": "integer"}, "maxItems": 100000}
+    params = {"type": "object", "properties": {"a": text, "b": many}, "required": ["a", "b"]}
+    tool = {"type": "function", "function": {"name": "f", "parameters": params}}
+    with Probe(hard.url) as probe:
+        started = time.monotonic()
+        forced = chat(hard, tools=[tool], tool_choice="required", max_tokens=24)
+        shaped = chat(hard, response_format=schema_format(text), max_tokens=8)
+        took = time.monotonic() - started
+    assert forced.status_code == 200, forced.text
+    assert shaped.status_code == 200, shaped.text
+    assert took < 30 and probe.p99() < HEALTH_P99
 
 
 @pytest.mark.slow

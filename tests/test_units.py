@@ -309,9 +309,20 @@ def test_validation_message_missing_body() -> None:
 
 
 def test_validation_message_extra_field() -> None:
+    """Outside a request (kaiyuan's own translations) an unknown name is refused; the server
+    collects them instead unless strict_params (tests/test_request_fields.py)."""
+    message, param = validation_message(request_errors(chat(frobnicate=SSTI)))
+    assert param == "frobnicate"
+    assert message == "unrecognized request argument supplied: frobnicate"
+    nested = chat(messages=[{"role": "user", "content": "x", "frob": 1}])
+    _, param = validation_message(request_errors(nested))
+    assert param == "messages[0].frob"
+
+
+def test_a_client_chat_template_is_refused() -> None:
     message, param = validation_message(request_errors(chat(chat_template=SSTI)))
     assert param == "chat_template"
-    assert message == "unrecognized request argument supplied: chat_template"
+    assert "cannot supply a chat template" in message
     assert SSTI not in message
 
 

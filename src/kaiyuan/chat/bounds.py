@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, TypeGuard
 
 from kaiyuan.errors import InvalidRequest
 
@@ -32,9 +32,26 @@ MAX_GRAMMAR_NESTING = 256  # parentheses in one rule (llama.cpp crashes past a f
 # (and only then: a tool offered with tool_choice "auto" is only shown to the model).
 MAX_BOUND = 10**15
 
-_COUNTS = ("minLength", "maxLength", "minItems", "maxItems")
+_LOWER = ("minLength", "minItems")
+# Upper counts past MAX_REPEAT are dropped before a grammar is made (relax): a string of at most
+# 524,288 characters is, for a model answer, any string (Claude Code's tools say so), and
+# max_tokens bounds what is written anyway.
+_UPPER = ("maxLength", "maxItems")
 _BRANCHES = ("anyOf", "oneOf", "allOf", "prefixItems")
 _QUANTIFIER = re.compile(r"\{\s*(\d*)\s*(?:,\s*(\d*)\s*)?\}")
+
+
+def relax(schema: Any) -> Any:
+    """``schema`` (already checked) without upper counts past MAX_REPEAT."""
+    if isinstance(schema, list):
+        return [relax(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {
+        key: relax(value)
+        for key, value in schema.items()
+        if not (key in _UPPER and _count(value) and value > MAX_REPEAT)
+    }
 
 
 def check(schema: Any, param: str) -> None:
@@ -61,10 +78,14 @@ def check(schema: Any, param: str) -> None:
         _refuse(param, f"is {size} bytes; the limit is {MAX_SCHEMA_BYTES}")
 
 
+def _count(value: Any) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _check_keywords(node: dict[str, Any], param: str) -> None:
-    for key in _COUNTS:
+    for key in _LOWER:
         value = node.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value > MAX_REPEAT:
+        if _count(value) and value > MAX_REPEAT:
             _refuse(param, f"has {key} {value}; the limit is {MAX_REPEAT}")
     enum = node.get("enum")
     if isinstance(enum, list) and len(enum) > MAX_ENUM:

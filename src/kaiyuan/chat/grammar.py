@@ -59,7 +59,7 @@ def json_object() -> str:
 def for_schema(schema: dict[str, Any], param: str) -> str:
     check_schema(schema, param)
     try:
-        gbnf = _schema_grammar(json.dumps(schema, sort_keys=True))
+        gbnf = _schema_grammar(json.dumps(bounds.relax(schema), sort_keys=True))
     except (RecursionError, MemoryError):
         raise InvalidRequest(f"{param} is nested too deeply", param=param) from None
     except Unenforceable as exc:
@@ -84,7 +84,7 @@ def for_calls(
             syntax.open,
             syntax.close,
             syntax.separator,
-            functions,
+            [(name, bounds.relax(schema)) for name, schema in functions],
             parallel,
             syntax.per_parameter,
         ],

@@ -24,6 +24,7 @@ from kaiyuan.server.routes import (
     images,
     messages,
     models,
+    ollama,
     responses,
     videos,
 )
@@ -63,8 +64,8 @@ def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
         app.state.pool = pool
     errors.install(app)
     _document_errors_as_served(app)
-    routers = (health, models, chat, completions, embeddings, responses, images, videos, messages)
-    for module in routers:
+    for module in (health, models, chat, completions, embeddings, responses, images, videos,
+                   messages, ollama):  # fmt: skip
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
     # Added last, so it runs first: a request for another host name is refused unread.

@@ -114,7 +114,8 @@ ContentBlock = Annotated[
 
 
 class MessageParam(Request):
-    role: Literal["user", "assistant"]
+    # "system": Claude Code's mid-conversation system messages (a beta it sends)
+    role: Literal["user", "assistant", "system"]
     content: str | Annotated[list[ContentBlock], Field(max_length=MAX_BLOCKS)]
 
 
@@ -146,7 +147,7 @@ class Thinking(Request):
 
 
 class Metadata(Request):
-    user_id: str | None = Field(None, max_length=256)
+    user_id: str | None = Field(None, max_length=1024)  # Claude Code sends a JSON object here
 
 
 class JsonOutputFormat(Request):

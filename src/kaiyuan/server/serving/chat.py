@@ -79,13 +79,16 @@ class Run:
         )
 
 
-async def start(engine: TextEngine, body: ChatCompletionRequest, settings: Settings) -> Run:
-    """Prompt, grammar and sampling for ``body``; every choice admitted (or none)."""
+async def start(
+    engine: TextEngine, body: ChatCompletionRequest, settings: Settings, *, cap: bool = False
+) -> Run:
+    """Prompt, grammar and sampling for ``body``; every choice admitted (or none). ``cap``:
+    a max_tokens past the context's room is cut to it (see resolve_max_tokens)."""
     check_choices(body.n, settings.max_n)
     # Rendering, grammar compilation and tokenizing are CPU work: never on the event loop.
     prompt, constraint = await asyncio.to_thread(_prepare, engine, body, settings)
     tokens, media = await _encode(engine, prompt, settings)
-    max_tokens = resolve_max_tokens(body.requested_max_tokens(), len(tokens), engine.info)
+    max_tokens = resolve_max_tokens(body.requested_max_tokens(), len(tokens), engine.info, cap=cap)
     base = sampling_params(
         body,
         engine.info,

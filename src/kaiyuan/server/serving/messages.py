@@ -4,7 +4,7 @@ control-marker guard all apply unchanged), and the run's parsed output becomes a
 Anthropic's stream of events.
 
 Translation, block by block:
-- ``system`` (a string or text blocks) -> one system message;
+- ``system`` (a string or text blocks) and system-role messages -> one leading system message;
 - user ``text``/``image`` blocks -> a user message's parts; ``tool_result`` blocks -> tool
   messages (before the rest of that user turn, where Anthropic puts them);
 - assistant ``text`` -> content, ``tool_use`` -> tool calls, ``thinking`` -> reasoning (not
@@ -52,11 +52,19 @@ IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 def to_chat(body: wire.CountTokensRequest) -> ChatCompletionRequest:
     """The OpenAI chat request that asks the model what ``body`` asks (a 400 if it cannot)."""
     messages: list[dict[str, Any]] = []
-    if body.system:
-        system = body.system if isinstance(body.system, str) else _joined(body.system)
-        messages.append({"role": "system", "content": system})
+    # The system prompt, and system messages within the conversation (Claude Code's
+    # mid-conversation system beta), folded in order into one leading system message: chat
+    # templates (Qwen's among them) take a system message only first.
+    system = [body.system if isinstance(body.system, str) else _joined(body.system or [])]
     for i, message in enumerate(body.messages):
-        messages += _turn(i, message)
+        if message.role == "system":
+            system.append(message.content if isinstance(message.content, str)
+                          else _joined([b for b in message.content
+                                        if isinstance(b, wire.TextBlock)]))  # fmt: skip
+        else:
+            messages += _turn(i, message)
+    if any(system):
+        messages.insert(0, {"role": "system", "content": "\n\n".join(t for t in system if t)})
     request: dict[str, Any] = {"model": body.model, "messages": messages}
     tools = [t for t in body.tools or [] if t.is_custom]
     if tools:
@@ -221,7 +229,7 @@ def _message_id() -> str:
 async def serve(
     engine: TextEngine, body: wire.MessagesRequest, settings: Settings, request: Request
 ) -> wire.Message | Response:
-    run = await chat.start(engine, to_chat(body), settings)
+    run = await chat.start(engine, to_chat(body), settings, cap=True)
     if body.stream:
         return _stream_response(_events(run, body.model, settings.stall_timeout))
     return await body_or_499(request, _message(run, body.model, settings.stall_timeout))

@@ -10,9 +10,18 @@ from kaiyuan.errors import InvalidRequest
 from kaiyuan.protocol.openai.sampling import SamplingFields
 
 
-def resolve_max_tokens(requested: int | None, prompt_len: int, info: ModelInfo) -> int:
+def resolve_max_tokens(
+    requested: int | None, prompt_len: int, info: ModelInfo, *, cap: bool = False
+) -> int:
     """``requested``; else the model's default answer length, or the room left in the context
-    when that is less (a default never makes a request fail); raises when nothing fits."""
+    when that is less (a default never makes a request fail); raises when nothing fits.
+
+    ``cap``: a requested length past the room left is cut to it, not refused (Anthropic's
+    ``max_tokens`` is required, and clients such as Claude Code send 32000 whatever the
+    model's context)."""
+    if cap and requested is not None:
+        check_fits(info, prompt_len, 1)
+        requested = min(requested, info.context_length - prompt_len)
     if requested is None:
         check_fits(info, prompt_len, 1)
         room = info.context_length - prompt_len
