@@ -233,21 +233,40 @@ def test_errors_use_anthropics_envelope(client: anthropic.Anthropic, server: Kai
 
 
 def test_a_claude_code_request_is_served(server: KaiyuanServer) -> None:
-    """Claude Code's shape: its headers and betas, ?beta=true, system blocks with
-    cache_control, tools with cache_control, metadata, a server tool, thinking, streaming."""
+    """Claude Code 2.1's shape, as captured from it: its headers and betas, ?beta=true, system
+    blocks with cache_control, a system-role message mid-conversation, tools whose strings
+    allow 524288 characters, a server tool, adaptive thinking, output_config effort,
+    context_management, metadata holding JSON, max_tokens 32000 (past this model's context),
+    streaming."""
     headers = {
-        "x-api-key": "sk-ant-local",
         "authorization": "Bearer sk-ant-local",
+        "x-api-key": "sk-ant-local",
         "anthropic-version": "2023-06-01",
         "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14,"
-        "fine-grained-tool-streaming-2025-05-14,some-future-beta-2031-01-01",
+        "thinking-token-count-2026-05-13,context-management-2025-06-27,"
+        "prompt-caching-scope-2026-01-05,mid-conversation-system-2026-04-07,"
+        "effort-2025-11-24,some-future-beta-2031-01-01",
         "anthropic-dangerous-direct-browser-access": "true",
         "x-app": "cli",
-        "user-agent": "claude-cli/2.0.0 (external, cli)",
+        "x-claude-code-session-id": "2b3edb4e-e94a-463b-a2fb-c5f5451a63f8",
+        "x-stainless-lang": "js",
+        "x-stainless-retry-count": "0",
+        "user-agent": "claude-cli/2.1.0 (external, cli)",
+    }
+    bash = {
+        "name": "Bash",
+        "description": "Run a command.",
+        "input_schema": {
+            "type": "object",
+            "properties": {"command": {"type": "string", "maxLength": 524288}},
+            "required": ["command"],
+            "additionalProperties": False,
+            "$schema": "http://json-schema.org/draft-07/schema#",
+        },
     }
     body = {
         "model": MODEL,
-        "max_tokens": 32,
+        "max_tokens": 32000,
         "stream": True,
         "system": [
             {
@@ -255,33 +274,32 @@ def test_a_claude_code_request_is_served(server: KaiyuanServer) -> None:
                 "text": "You are Claude Code, Anthropic's official CLI.",
                 "cache_control": {"type": "ephemeral"},
             },
-            {"type": "text", "text": "Answer briefly."},
+            {"type": "text", "text": "Answer briefly.", "cache_control": {"type": "ephemeral"}},
         ],
         "messages": [
             {
                 "role": "user",
                 "content": [
                     {"type": "text", "text": "<system-reminder>Be terse.</system-reminder>"},
-                    {
-                        "type": "text",
-                        "text": "List the files.",
-                        "cache_control": {"type": "ephemeral"},
-                    },
+                    {"type": "text", "text": "Say hi.", "cache_control": {"type": "ephemeral"}},
                 ],
             },
+            {"role": "system", "content": "Available agent types: none."},
         ],
         "tools": [
-            {**WEATHER, "cache_control": {"type": "ephemeral"}},
+            {**bash, "cache_control": {"type": "ephemeral"}},
+            WEATHER,
             {"type": "web_search_20250305", "name": "web_search", "max_uses": 5},
         ],
-        "metadata": {"user_id": "user_abc_account_def_session_ghi"},
-        "thinking": {"type": "enabled", "budget_tokens": 1024},
-        "temperature": 1,
+        "metadata": {"user_id": json.dumps({"device_id": "d" * 64, "session_id": "s" * 36})},
+        "thinking": {"type": "adaptive"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "output_config": {"effort": "high"},
     }
     with httpx.stream(
-        "POST", server.url + "/v1/messages?beta=true", json=body, headers=headers, timeout=60
+        "POST", server.url + "/v1/messages?beta=true", json=body, headers=headers, timeout=120
     ) as reply:
-        assert reply.status_code == 200
+        assert reply.status_code == 200, reply.read()
         assert reply.headers["content-type"].startswith("text/event-stream")
         frames = [line for line in reply.iter_lines() if line]
     events = [line.removeprefix("event: ") for line in frames if line.startswith("event: ")]
@@ -290,6 +308,15 @@ def test_a_claude_code_request_is_served(server: KaiyuanServer) -> None:
     assert [d["type"] for d in data] == events
     assert events[0] == "message_start" and events[-1] == "message_stop"
     assert "error" not in events
+    # the system-role message reached the prompt: it costs tokens
+    without = {**body, "messages": body["messages"][:1]}
+    for field in ("max_tokens", "stream", "metadata", "context_management", "output_config"):
+        without.pop(field)
+    counted = [
+        httpx.post(server.url + "/v1/messages/count_tokens", json=b, headers=headers).json()
+        for b in (without, {**without, "messages": body["messages"]})
+    ]
+    assert counted[1]["input_tokens"] > counted[0]["input_tokens"]
 
 
 def test_aliases_name_a_model_on_every_surface(tmp_path: Path) -> None:
