@@ -24,7 +24,7 @@ system-deps:
 $(VENV)/.installed: pyproject.toml | system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=25.1"
-	$(BIN)/python -m pip install -q -e ".[transformers,agent,diffusion,eval]"
+	$(BIN)/python -m pip install -q -e ".[transformers,agent,diffusion,eval,postgres]"
 	touch $@
 
 # A core install, no extras, for tests/test_core_install.py (`pip install kaiyuan` must serve).

@@ -181,7 +181,7 @@ def test_core_install_names_the_extra_a_route_needs(core_server: KaiyuanServer) 
 @pytest.mark.slow
 def test_core_install_cli_names_the_extra(core_server: KaiyuanServer, tmp_path: Path) -> None:
     done = subprocess.run(
-        [str(CORE_KAIYUAN), "traces"],
+        [str(CORE_KAIYUAN), "tool", "search", '{"query": "x"}'],
         capture_output=True,
         text=True,
         timeout=60,
@@ -189,6 +189,6 @@ def test_core_install_cli_names_the_extra(core_server: KaiyuanServer, tmp_path: 
     )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        "error: `kaiyuan traces` needs kaiyuan's 'agent' extra (sqlalchemy is not installed): "
+        "error: `kaiyuan tool` needs kaiyuan's 'agent' extra (ddgs is not installed): "
         "pip install 'kaiyuan[agent]'"
     ]

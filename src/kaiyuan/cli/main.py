@@ -69,6 +69,7 @@ def cli() -> None:
 @setting("max_queue")
 @setting("max_body_bytes")
 @setting("allowed_hosts", "--allow-host")
+@setting("no_auth")
 @setting("stall_timeout")
 @setting("log_level")
 @setting("memory_budget")
@@ -508,6 +509,61 @@ def config_unset(model_id: str, keys: tuple[str, ...]) -> None:
     from kaiyuan.cli import config as config_cli
 
     config_cli.unset_defaults(load_settings(), model_id, keys)
+
+
+@cli.group()
+def keys() -> None:
+    """API keys: once one exists, every API request needs one (Bearer or x-api-key)."""
+
+
+@keys.command(name="create")
+@click.argument("name")
+@click.option("--models", help="Models the key may use, comma-separated (default: all).")
+@click.option("--rpm", type=click.IntRange(min=1), help="Requests per minute.")
+@click.option("--tpm", type=click.IntRange(min=1), help="Tokens per minute.")
+@click.option("--parallel", type=click.IntRange(min=1), help="Requests at once.")
+@click.option("--budget-tokens", type=click.IntRange(min=1), help="Tokens per period.")
+@click.option("--budget-usd", type=click.FloatRange(min=0, min_open=True), help="$ per period.")
+@click.option("--period", type=click.Choice(["day", "month"]), default="month", show_default=True,
+              help="When budgets reset.")  # fmt: skip
+@click.option("--expires", metavar="DATE", help="Last valid moment (YYYY-MM-DD, UTC).")
+@click.option("--admin", is_flag=True, help="May manage keys and read everyone's usage.")
+@friendly
+def keys_create(name: str, **options: Any) -> None:
+    """Create a key; its secret is printed once (stdout), never stored in clear."""
+    from kaiyuan.cli import keys as keys_cli
+
+    keys_cli.create(load_settings(), name, **options)
+
+
+@keys.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@friendly
+def keys_list(as_json: bool) -> None:
+    """Every key: name, id, state, limits (never a secret)."""
+    from kaiyuan.cli import keys as keys_cli
+
+    keys_cli.show_list(load_settings(), as_json)
+
+
+@keys.command(name="revoke")
+@click.argument("name")
+@friendly
+def keys_revoke(name: str) -> None:
+    """Stop a key from working (it stays listed, as revoked)."""
+    from kaiyuan.cli import keys as keys_cli
+
+    keys_cli.revoke(load_settings(), name)
+
+
+@keys.command(name="rotate")
+@click.argument("name")
+@friendly
+def keys_rotate(name: str) -> None:
+    """A new secret for a key, same limits; the old secret stops working."""
+    from kaiyuan.cli import keys as keys_cli
+
+    keys_cli.rotate(load_settings(), name)
 
 
 def main() -> None:

@@ -46,13 +46,17 @@ def setting(name: str, *flags: str) -> Callable[[F], F]:
     default = default_text(name)
     if default is not None:
         shown.append(f"default: {default}")
+    names = flags or (f"--{name.replace('_', '-')}",)
+    text = f"{field.description}  [{'; '.join(shown)}]"
+    if base is bool:  # a flag: given, it sets True; absent, the lower layers decide
+        return click.option(*names, name, is_flag=True, flag_value=True, default=None, help=text)
     return click.option(
-        *(flags or (f"--{name.replace('_', '-')}",)),
+        *names,
         name,
         type=_CLICK_TYPES.get(base, click.STRING),
         multiple=many,
         default=None,
-        help=f"{field.description}  [{'; '.join(shown)}]",
+        help=text,
     )
 
 

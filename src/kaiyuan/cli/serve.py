@@ -17,6 +17,7 @@ import uvicorn
 from kaiyuan import __version__
 from kaiyuan.config import DEFAULT_MODEL, Settings, config_file
 from kaiyuan.engines.pool import EnginePool
+from kaiyuan.errors import InvalidRequest
 from kaiyuan.server import create_app
 from kaiyuan.server.connections import guarded_protocol
 
@@ -29,6 +30,8 @@ def run(settings: Settings) -> None:
     )
     # The agent's in-process calls to the chat route would log every request twice.
     logging.getLogger("httpx2").setLevel(max(logging.WARNING, logging.root.level))
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.root.level))
+    refuse_open_network(settings)
     # Loading first turns a missing model into one readable line instead of a startup trace.
     pool = EnginePool.from_settings(settings)
     config = uvicorn.Config(
@@ -125,6 +128,30 @@ def command_name() -> str:
     if on_path and Path(on_path).resolve() == invoked.resolve():
         return "kaiyuan"
     return str(invoked)
+
+
+def loopback(host: str) -> bool:
+    if host.strip("[]").lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to any interface
+
+
+def refuse_open_network(settings: Settings) -> None:
+    """Any address but loopback, with no API key, is refused unless --no-auth says so: a
+    server open to a network would let anyone who reaches it use every model."""
+    if loopback(settings.host) or settings.no_auth:
+        return
+    from kaiyuan.cli.keys import store
+
+    if store(settings).count_usable() == 0:
+        raise InvalidRequest(
+            f"refusing to serve {settings.host} without API keys: anyone on the network could "
+            "use every model. Create one first (`kaiyuan keys create NAME`), or pass --no-auth "
+            "to serve it open on purpose"
+        )
 
 
 def base_urls(host: str, port: int) -> tuple[str, str | None]:

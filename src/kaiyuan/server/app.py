@@ -15,6 +15,7 @@ from kaiyuan import __version__
 from kaiyuan.config import Settings
 from kaiyuan.engines.pool import EnginePool
 from kaiyuan.server import errors
+from kaiyuan.server.auth import KeyCheck, Keys
 from kaiyuan.server.middleware import BodyLimit, HostCheck
 from kaiyuan.server.routes import (
     chat,
@@ -68,6 +69,10 @@ def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
                    messages, ollama):  # fmt: skip
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
+    # Before the body is read: a request without a valid key costs a header lookup.
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    app.state.keys = Keys.open(settings.home, url)
+    app.add_middleware(KeyCheck, keys=app.state.keys)
     # Added last, so it runs first: a request for another host name is refused unread.
     app.add_middleware(HostCheck, allowed=settings.allowed_hosts)
     return app

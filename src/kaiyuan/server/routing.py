@@ -22,6 +22,7 @@ from fastapi.routing import APIRoute
 
 from kaiyuan.errors import InvalidRequest
 from kaiyuan.protocol.fields import UNKNOWN
+from kaiyuan.server.auth import check_model, key_of
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,24 @@ def _lone_surrogate(value: Any, path: str) -> str | None:
     return None
 
 
+async def _check_models(request: Request) -> None:
+    """A key limited to some models: the model a JSON body names (``model``, or Ollama's older
+    ``name``) must be one of them (403 otherwise), checked before any route work."""
+    key = key_of(request)
+    if key is None or key.models is None or request.method != "POST":
+        return
+    if not request.headers.get("content-type", "").startswith("application/json"):
+        return
+    try:
+        body = await request.json()
+    except ValueError:
+        return  # the route answers the malformed body with its own 400
+    if isinstance(body, dict):
+        for field in ("model", "name"):
+            if isinstance(body.get(field), str):
+                check_model(request, body[field])
+
+
 class ApiRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -84,7 +103,9 @@ class ApiRoute(APIRoute):
             unknown: list[str] | None = None if strict else []
             token = UNKNOWN.set(unknown)
             try:
-                return await handler(_Request(request.scope, request.receive))
+                wrapped = _Request(request.scope, request.receive)
+                await _check_models(wrapped)
+                return await handler(wrapped)
             finally:
                 UNKNOWN.reset(token)
                 if unknown:

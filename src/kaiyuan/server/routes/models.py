@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from kaiyuan.engines.pool import EnginePool
 from kaiyuan.errors import ModelNotFound, did_you_mean
 from kaiyuan.protocol.openai.models import Model, ModelList
+from kaiyuan.server.auth import visible
 from kaiyuan.server.errors import ERROR_RESPONSES
 from kaiyuan.server.routing import ApiRoute
 from kaiyuan.store.records import ModelRecord
@@ -40,7 +41,7 @@ def _listed(pool: EnginePool) -> list[Model]:
 
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
-    return ModelList(data=_listed(request.app.state.pool))
+    return ModelList(data=visible(request, _listed(request.app.state.pool)))
 
 
 @router.get(
@@ -49,7 +50,7 @@ async def list_models(request: Request) -> ModelList:
     responses={404: ERROR_RESPONSES[404]},
 )
 async def get_model(model_id: str, request: Request) -> Model:
-    models = _listed(request.app.state.pool)
+    models = visible(request, _listed(request.app.state.pool))
     for model in models:
         if model.id == model_id:
             return model

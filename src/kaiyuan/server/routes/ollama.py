@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from kaiyuan.engines.base import EmbeddingEngine, TextEngine
 from kaiyuan.protocol.ollama import api
 from kaiyuan.protocol.ollama.errors import OllamaError
+from kaiyuan.server.auth import visible
 from kaiyuan.server.routing import ApiRoute
 from kaiyuan.server.serving import ollama, ollama_models, ollama_requests
 
@@ -42,12 +43,16 @@ async def version() -> api.VersionResponse:
 
 @router.get("/api/tags", response_model=api.ListResponse, response_model_exclude_none=True)
 async def list_models(request: Request) -> api.ListResponse:
-    return await asyncio.to_thread(ollama_models.tags, request.app.state.pool)
+    listed = await asyncio.to_thread(ollama_models.tags, request.app.state.pool)
+    listed.models = visible(request, listed.models, _bare_name)
+    return listed
 
 
 @router.get("/api/ps", response_model=api.ProcessResponse, response_model_exclude_none=True)
 async def running_models(request: Request) -> api.ProcessResponse:
-    return await asyncio.to_thread(ollama_models.running, request.app.state.pool)
+    running = await asyncio.to_thread(ollama_models.running, request.app.state.pool)
+    running.models = visible(request, running.models, _bare_name)
+    return running
 
 
 @router.post(
@@ -171,3 +176,7 @@ async def copy(body: api.CopyRequest, request: Request) -> api.StatusResponse:
     state = request.app.state
     await ollama_models.copy(state.pool, state.settings, body.source, body.destination)
     return api.StatusResponse()
+
+
+def _bare_name(entry: Any) -> str:
+    return str(entry.name).removesuffix(":latest")

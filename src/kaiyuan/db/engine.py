@@ -1,0 +1,46 @@
+"""Opening the database: the URL from settings, the engine, the migrations."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+
+from kaiyuan.sqlite import _pragmas
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+FILE = "kaiyuan.db"  # under KAIYUAN_HOME
+_migrated: set[str] = set()
+_lock = threading.Lock()
+
+
+def database_url(home: Path, url: str | None) -> str:
+    """``url`` (PostgreSQL: ``postgresql+psycopg://...``), else the SQLite file under home."""
+    if url:
+        return url
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / FILE}"
+
+
+def open_database(home: Path, url: str | None = None) -> Engine:
+    """An engine on the database, its schema migrated to this version (once per process)."""
+    target = database_url(home, url)
+    engine = create_engine(target, pool_pre_ping=not target.startswith("sqlite"))
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _pragmas)
+    with _lock:
+        if target not in _migrated:
+            upgrade(engine)
+            _migrated.add(target)
+    return engine
+
+
+def upgrade(engine: Engine) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
