@@ -18,7 +18,8 @@ import openai
 import pytest
 
 from kaiyuan.db import open_database
-from kaiyuan.db.keys import KeyStore, Limits
+from kaiyuan.db.keys import ApiKey, KeyStore, Limits
+from kaiyuan.server.limits import Limiter, RateLimited
 from tests.conftest import MODEL
 from tests.harness import KaiyuanServer, free_port, wait_for
 
@@ -181,3 +182,65 @@ def test_an_open_network_address_without_keys_is_refused(tmp_path: Path) -> None
 def test_no_auth_serves_the_network_on_purpose(tmp_path: Path) -> None:
     with KaiyuanServer(home=tmp_path, args=["--host", "0.0.0.0", "--no-auth"]) as server:
         assert httpx.get(server.url + "/v1/models").status_code == 200
+
+
+# --- limits --------------------------------------------------------------------------------------
+def _key(**limits: object) -> ApiKey:
+    now = datetime.now(UTC)
+    fields = {"models": None, "rpm": None, "tpm": None, "parallel": None, "budget_tokens": None,
+              "budget_usd": None, "period": "month", "expires_at": None, "admin": False,
+              "created_at": now, "revoked_at": None, **limits}  # fmt: skip
+    return ApiKey(id="k1", name="k", **fields)  # type: ignore[arg-type]
+
+
+def test_requests_per_minute_slide_over_sixty_seconds() -> None:
+    limiter, key = Limiter(), _key(rpm=3)
+    tickets = [limiter.admit(key, now=t) for t in (0.0, 10.0, 20.0)]
+    assert tickets[0].headers["x-ratelimit-remaining-requests"] == "2"
+    assert tickets[2].headers["x-ratelimit-remaining-requests"] == "0"
+    with pytest.raises(RateLimited) as over:
+        limiter.admit(key, now=30.0)
+    assert over.value.retry_after == 30  # the first request leaves the window at 60 s
+    assert over.value.headers["x-ratelimit-reset-requests"] == "30.000s"
+    assert limiter.admit(key, now=60.0).headers["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_parallel_slots_free_when_released() -> None:
+    limiter, key = Limiter(), _key(parallel=1)
+    first = limiter.admit(key)
+    with pytest.raises(RateLimited, match="already has 1 requests running"):
+        limiter.admit(key)
+    first.release()
+    first.release()  # twice is once
+    limiter.admit(key).release()
+    assert limiter.admit(key) is not None
+
+
+@pytest.mark.slow
+def test_over_a_limit_is_a_429_with_headers_on_each_surface(tmp_path: Path) -> None:
+    keys = KeyStore(open_database(tmp_path))
+    _, fast = keys.create("fast", Limits(rpm=2))
+    _, single = keys.create("single", Limits(parallel=1))
+    with KaiyuanServer(home=tmp_path) as server:
+        auth = {"authorization": f"Bearer {fast}"}
+        ok = httpx.get(server.url + "/v1/models", headers=auth)
+        assert ok.status_code == 200 and ok.headers["x-ratelimit-limit-requests"] == "2"
+        assert ok.headers["x-ratelimit-remaining-requests"] == "1"
+        httpx.get(server.url + "/v1/models", headers=auth)
+        over = httpx.get(server.url + "/v1/models", headers=auth)
+        assert over.status_code == 429 and int(over.headers["retry-after"]) >= 1
+        assert over.json()["error"]["code"] == "rate_limit_exceeded"
+        claude = httpx.post(server.url + "/v1/messages", json={}, headers={"x-api-key": fast})
+        assert claude.status_code == 429 and claude.json()["error"]["type"] == "rate_limit_error"
+        # one stream open: a second request of the same key waits its turn
+        body = {"model": MODEL, "messages": HI, "max_tokens": 64, "stream": True,
+                "logit_bias": {"0": -100, "2": -100}}  # fmt: skip
+        solo = {"authorization": f"Bearer {single}"}
+        with httpx.stream("POST", server.url + "/v1/chat/completions", json=body,
+                          headers=solo, timeout=60) as stream:  # fmt: skip
+            next(stream.iter_lines())
+            second = httpx.get(server.url + "/v1/models", headers=solo)
+            assert second.status_code == 429 and "requests running" in second.text
+            for _ in stream.iter_lines():
+                pass
+        assert httpx.get(server.url + "/v1/models", headers=solo).status_code == 200

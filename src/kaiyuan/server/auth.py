@@ -3,7 +3,8 @@ before (loopback only unless ``--no-auth``, see cli/serve.py); as soon as one ke
 API route needs one: ``Authorization: Bearer KEY`` (OpenAI, Ollama) or ``x-api-key: KEY``
 (Anthropic), either on every surface. A missing, unknown, revoked or expired key is a 401 in
 the surface's own envelope; a key limited to some models gets a 403 for the others and sees
-only its own in the model lists.
+only its own in the model lists. A key's requests-per-minute and requests-at-once limits are
+kept here too (server/limits.py): the parallel slot is held until the response is sent.
 
 The key store is read off the event loop and cached for ``TTL`` seconds (a key created,
 revoked or rotated from the CLI counts within that time); checking a known secret again costs
@@ -20,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kaiyuan.db import open_database
 from kaiyuan.db.keys import ApiKey, KeyStore
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.server.errors import payload
+from kaiyuan.server.limits import Limiter, RateLimited
 
 TTL = 2.0
 OPEN_PATHS = ("/health", "/ready", "/docs", "/redoc", "/openapi.json")
@@ -99,6 +101,7 @@ class KeyCheck:
     def __init__(self, app: ASGIApp, *, keys: Keys) -> None:
         self.app = app
         self.keys = keys
+        self.limiter = Limiter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or _open(scope["path"]) or scope["method"] == "OPTIONS":
@@ -114,11 +117,29 @@ class KeyCheck:
                         "(an administrator creates one with `kaiyuan keys create NAME`)"
                     )
                 key = await self.keys.check(secret)
+            ticket = self.limiter.admit(key) if key is not None else None
         except KaiyuanError as exc:
             await _refuse(send, scope["path"], exc)
             return
         scope.setdefault("state", {})["api_key"] = key
-        await self.app(scope, receive, send)
+        if ticket is None or not ticket.headers:
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                if ticket is not None:
+                    ticket.release()
+            return
+        extra = [(k.encode(), v.encode()) for k, v in ticket.headers.items()]
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, with_headers)
+        finally:  # the response is sent (a stream: to its end) or the client left
+            ticket.release()
 
 
 def _open(path: str) -> bool:
@@ -132,6 +153,8 @@ async def _refuse(send: Send, path: str, exc: KaiyuanError) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if exc.status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
+    if isinstance(exc, RateLimited):
+        headers += [(k.encode(), v.encode()) for k, v in exc.headers.items()]
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
