@@ -233,14 +233,16 @@ def test_over_a_limit_is_a_429_with_headers_on_each_surface(tmp_path: Path) -> N
         claude = httpx.post(server.url + "/v1/messages", json={}, headers={"x-api-key": fast})
         assert claude.status_code == 429 and claude.json()["error"]["type"] == "rate_limit_error"
         # one stream open: a second request of the same key waits its turn
-        body = {"model": MODEL, "messages": HI, "max_tokens": 64, "stream": True,
+        body = {"model": MODEL, "messages": HI, "max_tokens": 1000, "stream": True,
                 "logit_bias": {"0": -100, "2": -100}}  # fmt: skip
         solo = {"authorization": f"Bearer {single}"}
         with httpx.stream("POST", server.url + "/v1/chat/completions", json=body,
                           headers=solo, timeout=60) as stream:  # fmt: skip
-            next(stream.iter_lines())
+            lines = stream.iter_lines()  # kept: a dropped iterator closes the connection
+            next(lines)
             second = httpx.get(server.url + "/v1/models", headers=solo)
             assert second.status_code == 429 and "requests running" in second.text
-            for _ in stream.iter_lines():
-                pass
-        assert httpx.get(server.url + "/v1/models", headers=solo).status_code == 200
+        # the client left: its slot frees once the server sees it gone
+        assert wait_for(
+            lambda: httpx.get(server.url + "/v1/models", headers=solo).status_code == 200, 10
+        )

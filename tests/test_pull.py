@@ -518,7 +518,7 @@ def test_interrupted_pull_keeps_partial_file_and_resumes(
         # so the SDK's ranged retry is in flight when the watcher sees the partial file; then
         # interrupt the main thread as Ctrl-C would.
         hub.cut_after = {Q4_PATH: 1000}
-        hub.delay = 0.5
+        hub.delay = 2.0  # long enough for the watcher to see it on a busy machine
 
         def on_progress(path: str, done: int, size: int) -> None:
             if 0 < done < size and not seen:

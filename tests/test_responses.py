@@ -928,7 +928,7 @@ IMAGE = {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo=
 TEXT = {"type": "input_text", "text": "see"}
 DEEP = {"type": "function", "name": "deep",
         "parameters": {"type": "object", "properties": {"a": {"type": "string",
-                                                             "maxLength": 5000}}}}  # fmt: skip
+                                                             "minLength": 5000}}}}  # fmt: skip
 
 
 @pytest.mark.parametrize(

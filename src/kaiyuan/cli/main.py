@@ -566,6 +566,20 @@ def keys_rotate(name: str) -> None:
     keys_cli.rotate(load_settings(), name)
 
 
+@cli.command()
+@click.option("--since", "since_text", default="7d", show_default=True,
+              help="How far back: 7d, 24h, 30m, or a date.")  # fmt: skip
+@click.option("--by", type=click.Choice(["model", "key", "app", "endpoint", "day"]),
+              default="model", show_default=True, help="One row per this.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@friendly
+def usage(since_text: str, by: str, as_json: bool) -> None:
+    """Requests and tokens served: per model, key, app, endpoint or day."""
+    from kaiyuan.cli import keys as keys_cli
+
+    keys_cli.show_usage(load_settings(), by, since_text, as_json)
+
+
 def main() -> None:
     cli(prog_name="kaiyuan")
 

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Boolean, Column, DateTime, Float, MetaData, String, Table
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+)
 
 metadata = MetaData()
 
@@ -23,4 +35,28 @@ api_keys = Table(
     Column("admin", Boolean, nullable=False, default=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+usage = Table(
+    "usage",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("key_id", String(16), nullable=True),
+    Column("key_name", String(128), nullable=True),
+    Column("model", String(256), nullable=True),
+    Column("endpoint", String(128), nullable=False),
+    Column("app", String(256), nullable=True),  # X-Title, else HTTP-Referer's host, else UA
+    Column("status", Integer, nullable=False),
+    Column("prompt_tokens", Integer, nullable=False),
+    Column("cached_tokens", Integer, nullable=False),
+    Column("completion_tokens", Integer, nullable=False),
+    Column("ttft_ms", Float, nullable=True),
+    Column("duration_ms", Float, nullable=False),
+    Column("finish_reason", String(16), nullable=True),
+    Column("cancelled", Boolean, nullable=False),
+    Index("usage_at", "at"),
+    Index("usage_key_at", "key_id", "at"),
 )

@@ -13,9 +13,13 @@ from fastapi_offline import FastAPIOffline
 
 from kaiyuan import __version__
 from kaiyuan.config import Settings
+from kaiyuan.db import open_database
+from kaiyuan.db.keys import KeyStore
+from kaiyuan.db.usage import UsageStore
 from kaiyuan.engines.pool import EnginePool
 from kaiyuan.server import errors
 from kaiyuan.server.auth import KeyCheck, Keys
+from kaiyuan.server.metrics import Metrics
 from kaiyuan.server.middleware import BodyLimit, HostCheck
 from kaiyuan.server.routes import (
     chat,
@@ -24,11 +28,14 @@ from kaiyuan.server.routes import (
     health,
     images,
     messages,
+    metrics,
     models,
     ollama,
     responses,
+    usage,
     videos,
 )
+from kaiyuan.server.usage import UsageRecorder
 
 DOCS_ASSETS = "/docs/assets"
 
@@ -66,13 +73,17 @@ def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
     errors.install(app)
     _document_errors_as_served(app)
     for module in (health, models, chat, completions, embeddings, responses, images, videos,
-                   messages, ollama):  # fmt: skip
+                   messages, ollama, usage, metrics):  # fmt: skip
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
-    # Before the body is read: a request without a valid key costs a header lookup.
     url = settings.database_url.get_secret_value() if settings.database_url else None
-    app.state.keys = Keys.open(settings.home, url)
-    app.add_middleware(KeyCheck, keys=app.state.keys)
+    database = open_database(settings.home, url)
+    app.state.usage = UsageStore(database)
+    app.state.metrics = Metrics(app.state)
+    app.add_middleware(UsageRecorder, store=app.state.usage, metrics=app.state.metrics)
+    # Before the body is read: a request without a valid key costs a header lookup.
+    app.state.keys = Keys(KeyStore(database))
+    app.add_middleware(KeyCheck, keys=app.state.keys, usage=app.state.usage)
     # Added last, so it runs first: a request for another host name is refused unread.
     app.add_middleware(HostCheck, allowed=settings.allowed_hosts)
     return app

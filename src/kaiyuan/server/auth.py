@@ -17,20 +17,19 @@ import asyncio
 import hashlib
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kaiyuan.db import open_database
 from kaiyuan.db.keys import ApiKey, KeyStore
+from kaiyuan.db.usage import UsageStore
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.server.errors import payload
-from kaiyuan.server.limits import Limiter, RateLimited
+from kaiyuan.server.limits import Budgets, Limiter, RateLimited, Ticket
 
 TTL = 2.0
-OPEN_PATHS = ("/health", "/ready", "/docs", "/redoc", "/openapi.json")
+OPEN_PATHS = ("/health", "/ready", "/metrics", "/docs", "/redoc", "/openapi.json")
 HOW = "send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'"
 
 
@@ -53,10 +52,6 @@ class Keys:
     store: KeyStore
     _required: tuple[float, bool] = (0.0, False)
     _known: dict[str, tuple[float, ApiKey | None]] = field(default_factory=dict)
-
-    @classmethod
-    def open(cls, home: Path, url: str | None) -> Keys:
-        return cls(KeyStore(open_database(home, url)))
 
     async def required(self) -> bool:
         checked, value = self._required
@@ -98,10 +93,11 @@ def presented(scope: Scope) -> str | None:
 class KeyCheck:
     """Pure ASGI: a request to an API route with no valid key never reaches a route."""
 
-    def __init__(self, app: ASGIApp, *, keys: Keys) -> None:
+    def __init__(self, app: ASGIApp, *, keys: Keys, usage: UsageStore) -> None:
         self.app = app
         self.keys = keys
         self.limiter = Limiter()
+        self.budgets = Budgets(usage)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or _open(scope["path"]) or scope["method"] == "OPTIONS":
@@ -117,17 +113,20 @@ class KeyCheck:
                         "(an administrator creates one with `kaiyuan keys create NAME`)"
                     )
                 key = await self.keys.check(secret)
+            if key is not None:
+                await self.budgets.check(key)
             ticket = self.limiter.admit(key) if key is not None else None
         except KaiyuanError as exc:
             await _refuse(send, scope["path"], exc)
             return
-        scope.setdefault("state", {})["api_key"] = key
+        state = scope.setdefault("state", {})
+        state["api_key"] = key
         if ticket is None or not ticket.headers:
             try:
                 await self.app(scope, receive, send)
             finally:
                 if ticket is not None:
-                    ticket.release()
+                    self._done(ticket, state)
             return
         extra = [(k.encode(), v.encode()) for k, v in ticket.headers.items()]
 
@@ -139,7 +138,13 @@ class KeyCheck:
         try:
             await self.app(scope, receive, with_headers)
         finally:  # the response is sent (a stream: to its end) or the client left
-            ticket.release()
+            self._done(ticket, state)
+
+    def _done(self, ticket: Ticket, state: dict[str, Any]) -> None:
+        meter = state.get("meter")
+        tokens = meter.tokens if meter is not None else 0
+        ticket.release(tokens)
+        self.budgets.spent(ticket.key_id, tokens)
 
 
 def _open(path: str) -> bool:

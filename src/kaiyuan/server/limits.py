@@ -1,17 +1,21 @@
-"""Per-key request limits, in memory: requests per minute (a sliding 60-second window) and
-requests at once. Over a limit the answer is a 429 with ``Retry-After`` and OpenAI's
-``x-ratelimit-*-requests`` headers; every keyed answer carries the headers, so a client can
-slow down before it is refused.
+"""Per-key limits. In memory: requests per minute and tokens per minute (sliding 60-second
+windows; a request's tokens count when it ends) and requests at once. Over one, a 429 with
+``Retry-After`` and OpenAI's ``x-ratelimit-*`` headers, which every keyed answer carries so a
+client can slow down before it is refused. Token budgets per day or month come from the usage
+rows (a spent budget is a 429 with OpenAI's ``insufficient_quota``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from kaiyuan.db.keys import ApiKey
+from kaiyuan.db.usage import UsageStore, period_start
 from kaiyuan.errors import KaiyuanError
 
 WINDOW = 60.0
@@ -28,10 +32,23 @@ class RateLimited(KaiyuanError):
         self.headers = {**headers, "retry-after": str(self.retry_after)}
 
 
+class QuotaExceeded(KaiyuanError):
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
 @dataclass(slots=True)
 class _KeyState:
     started: deque[float] = field(default_factory=deque)  # request start times in the window
+    spent: deque[tuple[float, int]] = field(default_factory=deque)  # (end time, tokens)
     running: int = 0
+
+    def prune(self, now: float) -> None:
+        while self.started and now - self.started[0] >= WINDOW:
+            self.started.popleft()
+        while self.spent and now - self.spent[0][0] >= WINDOW:
+            self.spent.popleft()
 
 
 @dataclass(slots=True)
@@ -43,10 +60,14 @@ class Ticket:
     headers: dict[str, str]
     done: bool = False
 
-    def release(self) -> None:
+    def release(self, tokens: int = 0) -> None:
+        """The request ended, having used ``tokens`` (prompt and completion)."""
         if not self.done and self.limiter is not None:
             self.done = True
-            self.limiter._states[self.key_id].running -= 1
+            state = self.limiter._states[self.key_id]
+            state.running -= 1
+            if tokens:
+                state.spent.append((time.monotonic(), tokens))
 
 
 class Limiter:
@@ -55,12 +76,11 @@ class Limiter:
 
     def admit(self, key: ApiKey, now: float | None = None) -> Ticket:
         """Count a request against ``key`` (raises RateLimited when over a limit)."""
-        if key.rpm is None and key.parallel is None:
+        if key.rpm is None and key.parallel is None and key.tpm is None:
             return Ticket(None, key.id, {})
         now = time.monotonic() if now is None else now
         state = self._states.setdefault(key.id, _KeyState())
-        while state.started and now - state.started[0] >= WINDOW:
-            state.started.popleft()
+        state.prune(now)
         headers: dict[str, str] = {}
         if key.rpm is not None:
             reset = WINDOW - (now - state.started[0]) if state.started else 0.0
@@ -77,6 +97,22 @@ class Limiter:
                     retry_after=reset,
                     headers={**headers, "x-ratelimit-remaining-requests": "0"},
                 )
+        if key.tpm is not None:
+            used = sum(n for _, n in state.spent)
+            reset = WINDOW - (now - state.spent[0][0]) if state.spent else 0.0
+            tokens = {
+                "x-ratelimit-limit-tokens": str(key.tpm),
+                "x-ratelimit-remaining-tokens": str(max(key.tpm - used, 0)),
+                "x-ratelimit-reset-tokens": f"{max(reset, 0.0):.3f}s",
+            }
+            headers = {**headers, **tokens}
+            if used >= key.tpm:
+                raise RateLimited(
+                    f"API key '{key.name}' used {used} tokens in the last minute, over its "
+                    f"limit of {key.tpm}; retry in {math.ceil(reset)} s",
+                    retry_after=reset,
+                    headers=headers,
+                )
         if key.parallel is not None and state.running >= key.parallel:
             raise RateLimited(
                 f"API key '{key.name}' already has {state.running} requests running, its "
@@ -87,3 +123,32 @@ class Limiter:
         state.started.append(now)
         state.running += 1
         return Ticket(self, key.id, headers)
+
+
+class Budgets:
+    """Token budgets per period: the usage rows' sum (read off the event loop, at most every
+    ``ttl`` seconds) plus what ended since that read."""
+
+    def __init__(self, usage: UsageStore, ttl: float = 5.0) -> None:
+        self.usage = usage
+        self.ttl = ttl
+        self._used: dict[str, tuple[float, datetime, int]] = {}  # key -> (read at, since, used)
+
+    async def check(self, key: ApiKey) -> None:
+        if key.budget_tokens is None:
+            return
+        since = period_start(key.period)
+        read = self._used.get(key.id)
+        if read is None or read[1] != since or time.monotonic() - read[0] > self.ttl:
+            used = await asyncio.to_thread(self.usage.tokens_since, key.id, since)
+            read = self._used[key.id] = (time.monotonic(), since, used)
+        if read[2] >= key.budget_tokens:
+            raise QuotaExceeded(
+                f"API key '{key.name}' has used its budget of {key.budget_tokens} tokens this "
+                f"{key.period} ({read[2]} used); it resets at the start of the next {key.period}"
+            )
+
+    def spent(self, key_id: str, tokens: int) -> None:
+        read = self._used.get(key_id)
+        if read is not None and tokens:
+            self._used[key_id] = (read[0], read[1], read[2] + tokens)

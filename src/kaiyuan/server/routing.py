@@ -74,22 +74,29 @@ def _lone_surrogate(value: Any, path: str) -> str | None:
     return None
 
 
-async def _check_models(request: Request) -> None:
-    """A key limited to some models: the model a JSON body names (``model``, or Ollama's older
-    ``name``) must be one of them (403 otherwise), checked before any route work."""
+async def _inspect(request: Request) -> None:
+    """The model a JSON body names (``model``, or Ollama's older ``name``), before any route
+    work: the usage meter's model, and for a key limited to some models, one of them (403)."""
+    meter = getattr(request.state, "meter", None)
     key = key_of(request)
-    if key is None or key.models is None or request.method != "POST":
+    limited = key is not None and key.models is not None
+    if (meter is None and not limited) or request.method != "POST":
         return
     if not request.headers.get("content-type", "").startswith("application/json"):
         return
     try:
-        body = await request.json()
+        body = await request.json()  # parsed once: the route reads the same object
     except ValueError:
         return  # the route answers the malformed body with its own 400
-    if isinstance(body, dict):
-        for field in ("model", "name"):
-            if isinstance(body.get(field), str):
-                check_model(request, body[field])
+    if not isinstance(body, dict):
+        return
+    for field in ("model", "name"):
+        named = body.get(field)
+        if isinstance(named, str):
+            if meter is not None and meter.model is None:
+                meter.model = named[:256]
+            if limited:
+                check_model(request, named)
 
 
 class ApiRoute(APIRoute):
@@ -104,7 +111,7 @@ class ApiRoute(APIRoute):
             token = UNKNOWN.set(unknown)
             try:
                 wrapped = _Request(request.scope, request.receive)
-                await _check_models(wrapped)
+                await _inspect(wrapped)
                 return await handler(wrapped)
             finally:
                 UNKNOWN.reset(token)

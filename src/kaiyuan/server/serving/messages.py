@@ -291,8 +291,8 @@ async def _events(run: chat.Run, model: str, stall: float) -> AsyncIterator[Base
             yield item_or_finish
             continue
         if isinstance(item_or_finish, Finish):
-            finish = item_or_finish
-            break
+            finish = item_or_finish  # the last item: _items ends after it
+            continue
         item = item_or_finish
         kind = _kind(item)
         if kind and kind == open_kind:
@@ -341,6 +341,7 @@ async def _items(run: chat.Run, stall: float) -> AsyncIterator[Out | Finish]:
             yield item
         if isinstance(event, Finish):
             yield event
+            return  # one choice: its finish is the end
 
 
 async def _with_pings(source: AsyncIterator[Any]) -> AsyncIterator[Any]:

@@ -13,8 +13,9 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 
-from kaiyuan.engines.base import EventStream, GenerationEvent, SamplingParams, TextEngine
+from kaiyuan.engines.base import EventStream, Finish, GenerationEvent, SamplingParams, TextEngine
 from kaiyuan.errors import EngineTimeout
+from kaiyuan.server.serving.meter import METER
 
 T = TypeVar("T")
 
@@ -68,6 +69,7 @@ class _Watchdog:
 async def guarded(stream: EventStream, stall: float) -> AsyncIterator[GenerationEvent]:
     """The stream's events; a silent engine becomes :class:`EngineTimeout`. Always closes."""
     dog = _Watchdog(stall)
+    meter = METER.get()
     try:
         while True:
             dog.since = dog.loop.time()
@@ -83,6 +85,11 @@ async def guarded(stream: EventStream, stall: float) -> AsyncIterator[Generation
                 raise
             finally:
                 dog.since = None
+            if meter is not None:
+                if isinstance(event, Finish):
+                    meter.finish(event)
+                elif event.text:
+                    meter.text()
             yield event
     finally:
         dog.handle.cancel()
