@@ -14,6 +14,7 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -526,8 +527,14 @@ def test_interrupted_pull_keeps_partial_file_and_resumes(
                 _thread.interrupt_main()
 
     settings = settings_for(home, hub.url)
-    with pytest.raises(KeyboardInterrupt):
-        pull(f"{scheme}:{TINY_GGUF}", settings=settings, on_progress=on_progress)
+    # interrupt_main() runs whatever SIGINT handler is installed: make it Python's own, whatever
+    # an earlier test in this process left there.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pull(f"{scheme}:{TINY_GGUF}", settings=settings, on_progress=on_progress)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
     assert seen, "the download was never seen in progress"
     assert_clean_failure(home)

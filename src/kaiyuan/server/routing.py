@@ -86,8 +86,8 @@ async def _inspect(request: Request) -> None:
         return
     try:
         body = await request.json()  # parsed once: the route reads the same object
-    except ValueError:
-        return  # the route answers the malformed body with its own 400
+    except (ValueError, RecursionError):
+        return  # the route answers a malformed or too deeply nested body with its own 400
     if not isinstance(body, dict):
         return
     for field in ("model", "name"):
