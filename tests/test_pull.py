@@ -178,6 +178,16 @@ def _sdk_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(modelscope_hub.config, "_default_config", None)
 
 
+@pytest.fixture(autouse=True)
+def _hub_sdk_online(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An embedding engine loaded earlier in this process (other test files) switches the
+    Hugging Face SDK offline process-wide; these tests talk to the local hub stand-in."""
+    import huggingface_hub.constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+
 def settings_for(home: Path, endpoint: str) -> Settings:
     return Settings(home=home, hf_endpoint=endpoint, ms_endpoint=endpoint, hub_timeout=5)
 
