@@ -26,7 +26,7 @@ WEATHER = {
     "description": "Current weather in a city.",
     "input_schema": {
         "type": "object",
-        "properties": {"city": {"type": "string"}},
+        "properties": {"city": {"type": "string", "maxLength": 40}},
         "required": ["city"],
     },
 }
@@ -96,12 +96,12 @@ def test_stream_helper_matches_create(client: anthropic.Anthropic) -> None:
 def test_forced_tool_use_gives_a_tool_use_block(client: anthropic.Anthropic) -> None:
     message = client.messages.create(
         model=MODEL,
-        max_tokens=64,
+        max_tokens=128,
         messages=[{"role": "user", "content": "What is the weather in Paris?"}],
         tools=[WEATHER],  # type: ignore[list-item]
-        tool_choice={"type": "tool", "name": "get_weather"},
+        tool_choice={"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True},
     )
-    assert message.stop_reason == "tool_use"
+    assert message.stop_reason == "tool_use", message.content
     calls = [b for b in message.content if b.type == "tool_use"]
     assert len(calls) == 1
     assert calls[0].name == "get_weather" and calls[0].id.startswith("toolu_")
@@ -111,13 +111,13 @@ def test_forced_tool_use_gives_a_tool_use_block(client: anthropic.Anthropic) -> 
 def test_streamed_tool_use_assembles_its_input(client: anthropic.Anthropic) -> None:
     with client.messages.stream(
         model=MODEL,
-        max_tokens=64,
+        max_tokens=128,
         messages=[{"role": "user", "content": "Weather in Rome?"}],
         tools=[WEATHER],  # type: ignore[list-item]
-        tool_choice={"type": "any"},
+        tool_choice={"type": "any", "disable_parallel_tool_use": True},
     ) as stream:
         final = stream.get_final_message()
-    assert final.stop_reason == "tool_use"
+    assert final.stop_reason == "tool_use", final.content
     call = next(b for b in final.content if b.type == "tool_use")
     assert isinstance(call.input["city"], str)  # type: ignore[index]
 

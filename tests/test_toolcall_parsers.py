@@ -284,6 +284,20 @@ CASES: list[Case] = [
         [("write_file", {"path": "notes.md", "content": "Use <tool_call> tags; {x}"})],
     ),
     Case(
+        # What a grammar-forced call can be: the end marker inside a string is content.
+        "hermes/end-marker-inside-a-string",
+        "hermes",
+        hermes("get_weather", {"city": 'Rome }}</tool_call>  # a "quoted\\" end'}) + " after",
+        " after",
+        [("get_weather", {"city": 'Rome }}</tool_call>  # a "quoted\\" end'})],
+    ),
+    Case(
+        "hermes/unclosed-string-holds-the-block-to-the-end",
+        "hermes",
+        '<tool_call>\n{"name": "search", "arguments": {"query": "x}}\n</tool_call> more',
+        '<tool_call>\n{"name": "search", "arguments": {"query": "x}}\n</tool_call> more',
+    ),
+    Case(
         "hermes/arguments-as-json-text",
         "hermes",
         '<tool_call>\n{"name": "search", "arguments": "{\\"query\\": \\"rust async\\"}"}'

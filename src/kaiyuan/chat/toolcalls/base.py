@@ -65,11 +65,15 @@ class BlockParser(ToolParser):
 
     start: ClassVar[str]
     end: ClassVar[str]
+    # The body is JSON: an end marker inside one of its strings is content, not the end
+    # (a grammar-forced ``{"city": "Rome }}</tool_call> …"}`` is one valid call).
+    json_body: ClassVar[bool] = False
 
     def __init__(self, schemas: dict[str, dict[str, Any]] | None = None) -> None:
         super().__init__(schemas)
         self._buffer = ""
         self._inside = False
+        self._strings = _StringScan()
 
     @abc.abstractmethod
     def parse_block(self, body: str, *, closed: bool = True) -> list[ToolCall] | None:
@@ -93,13 +97,20 @@ class BlockParser(ToolParser):
                 self._buffer = self._buffer[i + len(self.start) :]
                 self._inside = True
             else:
-                j = self._buffer.find(self.end)
+                j = self._end_marker()
                 if j < 0:
                     return out
                 body = self._buffer[:j]
                 self._buffer = self._buffer[j + len(self.end) :]
                 self._inside = False
+                self._strings = _StringScan()
                 self._emit(out, body, closed=True)
+
+    def _end_marker(self) -> int:
+        """Where the end marker starts in the buffered body, or -1 while it has not come."""
+        if not self.json_body:
+            return self._buffer.find(self.end)
+        return self._strings.find_outside(self._buffer, self.end)
 
     def finish(self) -> list[ParsedPiece]:
         out: list[ParsedPiece] = []
@@ -123,6 +134,38 @@ class BlockParser(ToolParser):
             out.extend(calls)
         else:
             _text(out, self.start + body + (self.end if closed else ""))
+
+
+class _StringScan:
+    """Finds a marker outside JSON strings in a growing buffer, remembering how far it read
+    (so a long body is scanned once however it arrives)."""
+
+    __slots__ = ("_at", "_escaped", "_in_string")
+
+    def __init__(self) -> None:
+        self._at = 0
+        self._in_string = self._escaped = False
+
+    def find_outside(self, text: str, marker: str) -> int:
+        while self._at < len(text):
+            i = self._at
+            ch = text[i]
+            if self._in_string:
+                if self._escaped:
+                    self._escaped = False
+                elif ch == "\\":
+                    self._escaped = True
+                elif ch == '"':
+                    self._in_string = False
+            elif ch == '"':
+                self._in_string = True
+            elif ch == marker[0]:
+                if text.startswith(marker, i):
+                    return i
+                if marker.startswith(text[i:]):
+                    return -1  # maybe the marker, cut off: look again when more has come
+            self._at += 1
+        return -1
 
 
 def _text(out: list[ParsedPiece], text: str) -> None:

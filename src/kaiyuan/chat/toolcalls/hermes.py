@@ -8,6 +8,7 @@ from kaiyuan.chat.toolcalls.base import BlockParser, CallSyntax, ToolCall, call_
 class HermesParser(BlockParser):
     name = "hermes"
     start, end = "<tool_call>", "</tool_call>"
+    json_body = True
     syntax = CallSyntax(
         call='"<tool_call>\\n{\\"name\\": \\"{name}\\", \\"arguments\\": " '
         '{args} "}\\n</tool_call>"'
