@@ -116,6 +116,22 @@ class Settings(BaseSettings):
         description="Host names the server answers besides localhost and IP addresses ('*' "
         "for any): a guard against DNS rebinding.",
     )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Web origins (scheme://host[:port]) whose browser apps may call the API "
+        "(CORS); empty: none. Such an app still needs a key when keys exist.",
+    )
+    dollars_per_hour: float = Field(
+        0.0,
+        ge=0,
+        description="What this machine costs per hour: a request's cost is its share of it "
+        "(duration / parallel slots) unless `prices` names the model.",
+    )
+    prices: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="Dollars per million input and output tokens per model, e.g. "
+        '`"qwen3-8b" = [0.05, 0.2]` (a table in config.toml); used by usage and USD budgets.',
+    )
     no_auth: bool = Field(
         False,
         description="Serve a non-loopback address (--host 0.0.0.0) with no API keys, on "
@@ -299,7 +315,7 @@ class Settings(BaseSettings):
             return f"https://{value.strip()}"
         return value
 
-    @field_validator("models", "allowed_hosts", mode="before")
+    @field_validator("models", "allowed_hosts", "cors_origins", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         # KAIYUAN_MODELS=a,b is friendlier than JSON in a shell; JSON works too.

@@ -58,6 +58,12 @@ def create(
         "keep it somewhere safe",
         err=True,
     )
+    if budget_usd is not None and not (settings.prices or settings.dollars_per_hour):
+        click.echo(
+            "note: no `prices` and no `dollars_per_hour` are configured, so requests cost "
+            "nothing and this dollar budget is never spent (see docs/settings.md)",
+            err=True,
+        )
 
 
 def show_list(settings: Settings, as_json: bool) -> None:
@@ -93,40 +99,3 @@ def rotate(settings: Settings, name: str) -> None:
     click.echo(secret)
     click.echo(f"key '{key.name}' has a new secret (id {key.id}); the old one no longer works",
                err=True)  # fmt: skip
-
-
-def since(text: str) -> datetime:
-    """``7d``, ``24h``, ``30m`` ago, or a date."""
-    from datetime import timedelta
-
-    units = {"d": "days", "h": "hours", "m": "minutes"}
-    if text[-1:] in units and text[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(**{units[text[-1]]: int(text[:-1])})
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidRequest(f"--since '{text}' is not like 7d, 24h, 30m or a date") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def show_usage(settings: Settings, by: str, since_text: str, as_json: bool) -> None:
-    from kaiyuan.db.usage import summary
-
-    url = settings.database_url.get_secret_value() if settings.database_url else None
-    rows = summary(open_database(settings.home, url), by, since(since_text))
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
-        return
-    if not rows:
-        click.echo(f"no requests since {since_text} ago")
-        return
-    total = sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows) or 1
-    click.echo(
-        f"{by:<32} {'requests':>9} {'prompt':>10} {'cached':>10} {'completion':>11} {'share':>6}"
-    )
-    for r in rows:
-        tokens = r["prompt_tokens"] + r["completion_tokens"]
-        name = str(r["group"] if r["group"] is not None else "-")[:32]
-        click.echo(f"{name:<32} {r['requests']:>9} {r['prompt_tokens']:>10} "
-                   f"{r['cached_tokens']:>10} {r['completion_tokens']:>11} "
-                   f"{100 * tokens / total:>5.1f}%")  # fmt: skip

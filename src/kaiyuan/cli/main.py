@@ -569,15 +569,19 @@ def keys_rotate(name: str) -> None:
 @cli.command()
 @click.option("--since", "since_text", default="7d", show_default=True,
               help="How far back: 7d, 24h, 30m, or a date.")  # fmt: skip
-@click.option("--by", type=click.Choice(["model", "key", "app", "endpoint", "day"]),
+@click.option("--by", type=click.Choice(["model", "publisher", "origin", "key", "app",
+                                         "endpoint", "day"]),
               default="model", show_default=True, help="One row per this.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--html", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also write a report with plots of the daily shares to this file.")  # fmt: skip
 @friendly
-def usage(since_text: str, by: str, as_json: bool) -> None:
-    """Requests and tokens served: per model, key, app, endpoint or day."""
-    from kaiyuan.cli import keys as keys_cli
+def usage(since_text: str, by: str, as_json: bool, html: Path | None) -> None:
+    """Requests, tokens and cost served: per model, publisher, origin country, key, app,
+    endpoint or day."""
+    from kaiyuan.cli import usage as usage_cli
 
-    keys_cli.show_usage(load_settings(), by, since_text, as_json)
+    usage_cli.show(load_settings(), by, since_text, as_json, html)
 
 
 def main() -> None:

@@ -57,6 +57,26 @@ usage = Table(
     Column("duration_ms", Float, nullable=False),
     Column("finish_reason", String(16), nullable=True),
     Column("cancelled", Boolean, nullable=False),
+    Column("publisher", String(128), nullable=True),
+    Column("origin", String(64), nullable=True),  # the publisher's country
+    Column("licence", String(128), nullable=True),
+    Column("cost_usd", Float, nullable=False, server_default="0"),
     Index("usage_at", "at"),
     Index("usage_key_at", "key_id", "at"),
+)
+
+# One row per UTC day, key and model, updated in the same transaction as each usage row.
+usage_daily = Table(
+    "usage_daily",
+    metadata,
+    Column("day", String(10), primary_key=True),
+    Column("key_id", String(16), primary_key=True),  # "" without a key
+    Column("model", String(256), primary_key=True),  # "" when none was named
+    Column("publisher", String(128), nullable=True),
+    Column("origin", String(64), nullable=True),
+    Column("requests", BigInteger, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("cached_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("cost_usd", Float, nullable=False),
 )

@@ -65,3 +65,28 @@ def lines(
     if series:
         axes.legend(fontsize=8)
     return _svg(figure)
+
+
+def shares(
+    days: Sequence[str], series: Mapping[str, Sequence[float]], *, title: str, top: int = 8
+) -> str:
+    """Each day's total split into the share of each series (stacked to 100%), the ``top``
+    largest series by name and the rest as "other"."""
+    ranked = sorted(series, key=lambda name: -sum(series[name]))
+    kept = {name: list(series[name]) for name in ranked[:top]}
+    rest = [sum(series[name][i] for name in ranked[top:]) for i in range(len(days))]
+    if any(rest):
+        kept["other"] = rest
+    totals = [sum(values[i] for values in kept.values()) or 1.0 for i in range(len(days))]
+    figure = _figure()
+    axes = figure.subplots()
+    bottom = [0.0] * len(days)
+    for name, values in kept.items():
+        share = [100 * v / t for v, t in zip(values, totals, strict=True)]
+        axes.bar(range(len(days)), share, bottom=bottom, label=name)
+        bottom = [b + s for b, s in zip(bottom, share, strict=True)]
+    axes.set_xticks(range(len(days)), list(days), rotation=30, ha="right", fontsize=8)
+    axes.set(ylabel="share of tokens (%)", title=title, ylim=(0, 100))
+    if kept:
+        axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _svg(figure)

@@ -131,22 +131,22 @@ def eval_html(report: dict[str, Any]) -> str:
             )
     plots.append(_cost_or_speed_chart(report["overall"]))
     settings = report["settings"]
-    return _page(
+    return html_page(
         "kaiyuan eval",
         [
             f"<p>{escape(report['created'])} · endpoint <code>{escape(report['endpoint'])}</code>"
             f" · kaiyuan {escape(report['kaiyuan'])} · settings <code>"
             f"{escape(json.dumps(settings))}</code></p>",
             "<h2>Scores</h2>",
-            _table(["model", *suites], score_rows),
+            html_table(["model", *suites], score_rows),
             "<h2>Speed and cost (all suites)</h2>",
-            _table(SPEED_HEADER, speed_rows),
+            html_table(SPEED_HEADER, speed_rows),
             "<h2>Plots</h2>",
             f'<div class="charts">{"".join(plots)}</div>',
             "<h2>Per model and suite</h2>",
-            _table(DETAIL_HEADER, detail_rows),
+            html_table(DETAIL_HEADER, detail_rows),
             "<h2>Suites</h2>",
-            _table(
+            html_table(
                 ["suite", "metric", "items", "template", "template hash", "source", "licence"],
                 suite_rows,
             ),
@@ -181,15 +181,15 @@ def bench_html(report: dict[str, Any]) -> str:
             x="concurrency", y="seconds", title="time per output token",
         ),
     ]  # fmt: skip
-    return _page(
+    return html_page(
         "kaiyuan bench",
         [
             f"<p>{escape(report['created'])} · <code>{escape(report['url'])}</code> · model "
             f"<code>{escape(report['model'])}</code> · {report['requests']} requests per level,"
             f" max_tokens {report['max_tokens']}</p>",
-            _table(["concurrency" if h == "model" else h for h in SPEED_HEADER], rows),
+            html_table(["concurrency" if h == "model" else h for h in SPEED_HEADER], rows),
             "<h3>Failed requests</h3>",
-            _table(["concurrency", "failures"], failures),
+            html_table(["concurrency", "failures"], failures),
             f'<div class="charts">{"".join(plots)}</div>',
         ],
     )
@@ -241,7 +241,7 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
 
 
-def _table(header: list[str], rows: Iterable[list[str]]) -> str:
+def html_table(header: list[str], rows: Iterable[list[str]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join(
         "<tr>" + "".join(f"<td>{escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows
@@ -249,7 +249,7 @@ def _table(header: list[str], rows: Iterable[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _page(title: str, parts: list[str]) -> str:
+def html_page(title: str, parts: list[str]) -> str:
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}'
         f'</title><meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -21,6 +21,7 @@ from kaiyuan.server import errors
 from kaiyuan.server.auth import KeyCheck, Keys
 from kaiyuan.server.metrics import Metrics
 from kaiyuan.server.middleware import BodyLimit, HostCheck
+from kaiyuan.server.pricing import Pricing
 from kaiyuan.server.routes import (
     chat,
     completions,
@@ -80,7 +81,12 @@ def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
     database = open_database(settings.home, url)
     app.state.usage = UsageStore(database)
     app.state.metrics = Metrics(app.state)
-    app.add_middleware(UsageRecorder, store=app.state.usage, metrics=app.state.metrics)
+    app.add_middleware(
+        UsageRecorder,
+        store=app.state.usage,
+        metrics=app.state.metrics,
+        pricing=Pricing(settings, app.state),
+    )
     # Before the body is read: a request without a valid key costs a header lookup.
     app.state.keys = Keys(KeyStore(database))
     app.add_middleware(KeyCheck, keys=app.state.keys, usage=app.state.usage)

@@ -113,7 +113,7 @@ class KeyCheck:
                         "(an administrator creates one with `kaiyuan keys create NAME`)"
                     )
                 key = await self.keys.check(secret)
-            if key is not None:
+            if key is not None and scope["method"] == "POST":  # reading costs nothing
                 await self.budgets.check(key)
             ticket = self.limiter.admit(key) if key is not None else None
         except KaiyuanError as exc:
@@ -144,7 +144,7 @@ class KeyCheck:
         meter = state.get("meter")
         tokens = meter.tokens if meter is not None else 0
         ticket.release(tokens)
-        self.budgets.spent(ticket.key_id, tokens)
+        self.budgets.spent(ticket.key_id, tokens, meter.cost_usd if meter is not None else 0.0)
 
 
 def _open(path: str) -> bool:

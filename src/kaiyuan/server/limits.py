@@ -1,8 +1,8 @@
 """Per-key limits. In memory: requests per minute and tokens per minute (sliding 60-second
 windows; a request's tokens count when it ends) and requests at once. Over one, a 429 with
 ``Retry-After`` and OpenAI's ``x-ratelimit-*`` headers, which every keyed answer carries so a
-client can slow down before it is refused. Token budgets per day or month come from the usage
-rows (a spent budget is a 429 with OpenAI's ``insufficient_quota``).
+client can slow down before it is refused. Budgets (tokens or dollars) per day or month come
+from the usage rows (a spent budget is a 429 with OpenAI's ``insufficient_quota``).
 """
 
 from __future__ import annotations
@@ -126,29 +126,36 @@ class Limiter:
 
 
 class Budgets:
-    """Token budgets per period: the usage rows' sum (read off the event loop, at most every
-    ``ttl`` seconds) plus what ended since that read."""
+    """Budgets per period, in tokens or dollars: the usage rows' sums (read off the event loop,
+    at most every ``ttl`` seconds) plus what ended since that read."""
 
     def __init__(self, usage: UsageStore, ttl: float = 5.0) -> None:
         self.usage = usage
         self.ttl = ttl
-        self._used: dict[str, tuple[float, datetime, int]] = {}  # key -> (read at, since, used)
+        # key -> (read at, period start, tokens used, dollars spent)
+        self._used: dict[str, tuple[float, datetime, int, float]] = {}
 
     async def check(self, key: ApiKey) -> None:
-        if key.budget_tokens is None:
+        if key.budget_tokens is None and key.budget_usd is None:
             return
         since = period_start(key.period)
         read = self._used.get(key.id)
         if read is None or read[1] != since or time.monotonic() - read[0] > self.ttl:
-            used = await asyncio.to_thread(self.usage.tokens_since, key.id, since)
-            read = self._used[key.id] = (time.monotonic(), since, used)
-        if read[2] >= key.budget_tokens:
+            used, cost = await asyncio.to_thread(self.usage.spent_since, key.id, since)
+            read = self._used[key.id] = (time.monotonic(), since, used, cost)
+        resets = f"it resets at the start of the next {key.period}"
+        if key.budget_tokens is not None and read[2] >= key.budget_tokens:
             raise QuotaExceeded(
                 f"API key '{key.name}' has used its budget of {key.budget_tokens} tokens this "
-                f"{key.period} ({read[2]} used); it resets at the start of the next {key.period}"
+                f"{key.period} ({read[2]} used); {resets}"
+            )
+        if key.budget_usd is not None and read[3] >= key.budget_usd:
+            raise QuotaExceeded(
+                f"API key '{key.name}' has spent its budget of ${key.budget_usd:.2f} this "
+                f"{key.period} (${read[3]:.4f} spent); {resets}"
             )
 
-    def spent(self, key_id: str, tokens: int) -> None:
+    def spent(self, key_id: str, tokens: int, dollars: float = 0.0) -> None:
         read = self._used.get(key_id)
-        if read is not None and tokens:
-            self._used[key_id] = (read[0], read[1], read[2] + tokens)
+        if read is not None and (tokens or dollars):
+            self._used[key_id] = (read[0], read[1], read[2] + tokens, read[3] + dollars)

@@ -11,12 +11,14 @@ import asyncio
 import logging
 import time
 import urllib.parse
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kaiyuan.db.usage import UsageRow, UsageStore
 from kaiyuan.server.metrics import Metrics
+from kaiyuan.server.pricing import Pricing
 from kaiyuan.server.serving.meter import METER, Meter
 
 log = logging.getLogger(__name__)
@@ -39,10 +41,13 @@ def app_name(headers: dict[bytes, bytes]) -> str | None:
 
 
 class UsageRecorder:
-    def __init__(self, app: ASGIApp, *, store: UsageStore, metrics: Metrics) -> None:
+    def __init__(
+        self, app: ASGIApp, *, store: UsageStore, metrics: Metrics, pricing: Pricing
+    ) -> None:
         self.app = app
         self.store = store
         self.metrics = metrics
+        self.pricing = pricing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(METERED):
@@ -88,6 +93,21 @@ class UsageRecorder:
                 cancelled=not done,
             )
             try:
-                await asyncio.shield(asyncio.to_thread(self.store.record, row))
+                await asyncio.shield(asyncio.to_thread(self._record, row, meter, duration))
             except Exception:
                 log.exception("a usage row could not be written")
+
+    def _record(self, row: UsageRow, meter: Meter, seconds: float) -> None:
+        """Off the event loop: the maker and cost (store lookups), then the durable write."""
+        if row.model is not None:
+            maker = self.pricing.maker(row.model)
+            cost = self.pricing.cost(maker.model, row.prompt_tokens, row.completion_tokens, seconds)
+            row = replace(
+                row,
+                publisher=maker.publisher,
+                origin=maker.origin,
+                licence=maker.licence,
+                cost_usd=cost,
+            )
+            meter.cost_usd = cost
+        self.store.record(row)

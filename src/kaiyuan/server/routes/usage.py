@@ -1,5 +1,5 @@
-"""GET /v1/usage: requests and tokens per model, key, app, endpoint or day (the web app's
-usage page). An admin key (or an open server, which has no keys) sees everyone's; any other
+"""GET /v1/usage: requests, tokens and cost per model, publisher, origin, key, app, endpoint
+or day (the web app's usage page). An admin key (or an open server, which has no keys) sees everyone's; any other
 key only its own."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ router = APIRouter(tags=["usage"], route_class=ApiRoute)
 @router.get("/v1/usage")
 async def get_usage(
     request: Request,
-    by: Literal["model", "key", "app", "endpoint", "day"] = "model",
+    by: Literal["model", "publisher", "origin", "key", "app", "endpoint", "day"] = "model",
     days: int = Query(30, ge=1, le=3660),
 ) -> dict[str, Any]:
     key = key_of(request)

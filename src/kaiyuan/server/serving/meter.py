@@ -26,6 +26,7 @@ class Meter:
     last_token: float | None = None
     gaps: list[float] = field(default_factory=list)  # between pieces of text (inter-token)
     finished: int = 0  # choices that ended with a Finish
+    cost_usd: float = 0.0  # set once the response is done (server/usage.py)
 
     def text(self) -> None:
         now = time.monotonic()
