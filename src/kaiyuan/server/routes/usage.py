@@ -1,6 +1,6 @@
 """GET /v1/usage: requests, tokens and cost per model, publisher, origin, key, app, endpoint
-or day (the web app's usage page). An admin key (or an open server, which has no keys) sees everyone's; any other
-key only its own."""
+or day (the web app's usage page). An admin key (or an open server, which has no keys) sees
+everyone's; any other key only its own."""
 
 from __future__ import annotations
 
