@@ -107,6 +107,7 @@ class Finish:
     completion_tokens: int
     cached_tokens: int = 0  # prompt tokens whose keys/values were reused, not recomputed
     stop_sequence: str | None = None  # the request's stop string that ended it, if one did
+    queued: float = 0.0  # seconds it waited for a free slot
 
 
 GenerationEvent = Delta | Finish
@@ -196,6 +197,11 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def in_flight(self) -> int:
         """Requests admitted and not yet finished or closed (0 = idle, may be unloaded)."""
+
+    @property
+    def waiting(self) -> int:
+        """Admitted requests that wait for a free slot (0 where the engine does not queue)."""
+        return 0
 
     @property
     @abc.abstractmethod

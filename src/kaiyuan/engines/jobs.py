@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,8 @@ class Job:
     reused: int = 0  # prompt tokens found in the cache (for tests and benchmarks)
     media: Any = None  # model inputs beside the tokens (an image's pixels), from TextEngine.encode
     constraint: Any = None  # a backend's compiled grammar for this request
+    created: float = field(default_factory=time.monotonic)
+    queued: float = 0.0  # seconds from creation to a slot
 
     def send(self, event: GenerationEvent | BaseException) -> None:
         try:

@@ -156,6 +156,11 @@ class EnginePool:
     def loaded(self) -> dict[str, Engine]:
         return {model_id: entry.engine for model_id, entry in self._entries.items()}
 
+    def memory_of(self, model_id: str) -> int:
+        """The bytes a loaded model is counted at against the memory budget (0 if not loaded)."""
+        entry = self._entries.get(model_id)
+        return entry.memory if entry is not None else 0
+
     def __iter__(self) -> Iterator[Engine]:
         return iter([entry.engine for entry in self._entries.values()])
 

@@ -4,10 +4,11 @@ seconds``), so a vLLM dashboard adapts by renaming. One registry per app (two ap
 process). Open without a key, as vLLM's and most exporters' are: it carries model names and
 counts, never a prompt or a key.
 
-Per ``model_name``: requests running, prompt and generation tokens, prefix-cache queries and
-hits (prompt tokens looked up, and found), finished requests by reason, and histograms of time
-to first token, inter-token latency and end-to-end latency; HTTP requests by route and status;
-models loaded. Observed once per request, when its response is done (server/usage.py).
+Per ``model_name``: requests running and waiting, prompt and generation tokens, prefix-cache
+queries and hits (prompt tokens looked up, and found), finished requests by reason, and
+histograms of time to first token, inter-token latency, end-to-end latency and queue time; HTTP
+requests by route and status; models loaded and the memory each is counted at. Observed once
+per request, when its response is done (server/usage.py).
 """
 
 from __future__ import annotations
@@ -34,25 +35,36 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class _Pool(Collector):
-    """Gauges read from the pool when scraped: requests in flight, models loaded."""
+    """Gauges read from the pool when scraped: requests running and waiting, models loaded
+    and their memory."""
 
     def __init__(self, state: Any) -> None:
         self.state = state
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         pool = getattr(self.state, "pool", None)
-        loaded = pool.loaded() if pool is not None else {}
+        if pool is None:
+            return
+        loaded = pool.loaded()
         running = GaugeMetricFamily(
-            "kaiyuan:num_requests_running",
-            "Requests admitted to a model's engine (running or waiting for a slot).",
-            labels=MODEL,
+            "kaiyuan:num_requests_running", "Requests in a model's batch.", labels=MODEL
+        )
+        waiting = GaugeMetricFamily(
+            "kaiyuan:num_requests_waiting", "Requests waiting for a free slot.", labels=MODEL
         )
         models = GaugeMetricFamily("kaiyuan:model_loaded", "1 per loaded model.", labels=MODEL)
+        memory = GaugeMetricFamily(
+            "kaiyuan:model_memory_bytes",
+            "Memory a loaded model is counted at (weights and caches, as the pool budgets it).",
+            labels=MODEL,
+        )
         for name, engine in loaded.items():
-            running.add_metric([name], engine.in_flight)
+            queued = engine.waiting
+            running.add_metric([name], engine.in_flight - queued)
+            waiting.add_metric([name], queued)
             models.add_metric([name], 1)
-        yield running
-        yield models
+            memory.add_metric([name], pool.memory_of(name))
+        yield from (running, waiting, models, memory)
 
 
 class Metrics:
@@ -90,6 +102,10 @@ class Metrics:
             "kaiyuan:e2e_request_latency_seconds", "Request arrival to response end.",
             MODEL, buckets=E2E, registry=r,
         )  # fmt: skip
+        self.queue = Histogram(
+            "kaiyuan:request_queue_time_seconds", "Time a request waited for a free slot.",
+            MODEL, buckets=E2E, registry=r,
+        )  # fmt: skip
         self.http = Counter(
             "kaiyuan:http_requests", "HTTP requests by route and status.",
             ["route", "status"], registry=r,
@@ -113,6 +129,8 @@ class Metrics:
         for gap in meter.gaps:
             itl.observe(gap)
         self.e2e.labels(model).observe(duration)
+        if meter.queued is not None:
+            self.queue.labels(model).observe(meter.queued)
 
     def text(self) -> bytes:
         return render(self.registry)

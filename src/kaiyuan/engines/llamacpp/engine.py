@@ -97,6 +97,7 @@ class LlamaCppEngine(TextEngine):
             projector=self._projector,
             cores=None if options.threads else CoreWatch(n_threads),
         )
+        self._parallel = parallel
         self._admission = Admission(parallel + options.max_queue)
         self._dead = False
         self._worker = threading.Thread(target=self._run, name=f"llamacpp:{model_id}", daemon=True)
@@ -106,6 +107,10 @@ class LlamaCppEngine(TextEngine):
     @property
     def in_flight(self) -> int:
         return self._admission.count
+
+    @property
+    def waiting(self) -> int:
+        return max(self._admission.count - self._parallel, 0)
 
     @property
     def alive(self) -> bool:

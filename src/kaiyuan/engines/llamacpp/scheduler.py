@@ -171,6 +171,7 @@ class Scheduler:
             if not free:
                 return
             job = self.waiting.popleft()
+            job.queued = time.monotonic() - job.created
             # The free slot whose cache matches best (ties: the longest idle), so follow-up
             # turns land where their conversation already is.
             slot = max(free, key=lambda s: (common_prefix(s.tokens, job.prompt), -s.idle_since))
@@ -313,6 +314,7 @@ class Scheduler:
                 slot.produced,
                 cached_tokens=job.reused,
                 stop_sequence=text.matched,
+                queued=job.queued,
             ),
         )
         self._release(slot, keep_cache=True)

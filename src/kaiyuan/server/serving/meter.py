@@ -26,6 +26,7 @@ class Meter:
     last_token: float | None = None
     gaps: list[float] = field(default_factory=list)  # between pieces of text (inter-token)
     finished: int = 0  # choices that ended with a Finish
+    queued: float | None = None  # seconds the longest choice waited for a slot
     cost_usd: float = 0.0  # set once the response is done (server/usage.py)
 
     def text(self) -> None:
@@ -41,6 +42,7 @@ class Meter:
         self.cached_tokens += event.cached_tokens
         self.completion_tokens += event.completion_tokens
         self.finish_reason = event.reason
+        self.queued = max(self.queued or 0.0, event.queued)
         self.finished += 1
 
     @property
