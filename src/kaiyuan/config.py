@@ -294,6 +294,10 @@ class Settings(BaseSettings):
         "for stdio or {url, headers} for streamable HTTP (set in config.toml).",
     )
 
+    def db_url(self) -> str | None:
+        """``database_url`` in clear, for the database engine only (None: SQLite in home)."""
+        return self.database_url.get_secret_value() if self.database_url else None
+
     @field_validator("hf_hub_offline", mode="before")
     @classmethod
     def _hf_truthy(cls, value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Agent traces in SQLite (SQLAlchemy): a run and its steps, each with its input, output,
+"""Agent traces in the one database (db/): a run and its steps, each with its input, output,
 timing and tokens, written as they happen so a crash leaves what was done."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from typing import Any
 from sqlalchemy import Float, ForeignKey, Integer, String, Text, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from kaiyuan.db import open_database
+from kaiyuan.db.legacy import import_once
 from kaiyuan.errors import NotFound
-from kaiyuan.sqlite import open_engine
 
 
 class Base(DeclarativeBase):
@@ -21,7 +22,7 @@ class Base(DeclarativeBase):
 
 
 class Run(Base):
-    __tablename__ = "runs"
+    __tablename__ = "agent_runs"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     created: Mapped[float] = mapped_column(Float, index=True)
     model: Mapped[str] = mapped_column(String(200))
@@ -39,9 +40,9 @@ class Run(Base):
 
 
 class Step(Base):
-    __tablename__ = "steps"
+    __tablename__ = "agent_steps"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("agent_runs.id", ondelete="CASCADE"), index=True)
     index: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(10))  # model, tool
     name: Mapped[str] = mapped_column(String(200))  # the model, or the tool
@@ -55,23 +56,16 @@ class Step(Base):
 
 
 class Traces:
-    def __init__(self, home: Path) -> None:
-        self.engine = open_engine(home / "traces.sqlite")
-        Base.metadata.create_all(self.engine)
-        self._migrate()
+    def __init__(self, home: Path, url: str | None = None) -> None:
+        self.engine = open_database(home, url)
+        tables = {"runs": Run.__table__, "steps": Step.__table__}
+        import_once(self.engine, home / "traces.sqlite", tables)  # type: ignore[arg-type]
 
     def __enter__(self) -> Traces:
         return self
 
     def __exit__(self, *_: object) -> None:
         self.close()
-
-    def _migrate(self) -> None:
-        """Columns added since a database was created (create_all adds only tables)."""
-        with self.engine.begin() as connection:
-            columns = {row[1] for row in connection.exec_driver_sql("PRAGMA table_info(runs)")}
-            if "messages" not in columns:
-                connection.exec_driver_sql("ALTER TABLE runs ADD COLUMN messages TEXT")
 
     def close(self) -> None:
         self.engine.dispose()

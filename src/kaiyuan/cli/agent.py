@@ -57,7 +57,7 @@ def run_agent(
     with Reporter(started, settings.agent_max_seconds) as reporter:
         if servers:
             chosen += asyncio.run(load_tools(settings, servers))
-        with Traces(settings.home) as traces, endpoint as base_url:
+        with Traces(settings.home, settings.db_url()) as traces, endpoint as base_url:
             if model is None:
                 left = max(1.0, started + settings.agent_max_seconds - time.monotonic())
                 lister = openai.OpenAI(base_url=base_url, api_key="kaiyuan", timeout=left,
@@ -248,7 +248,7 @@ def _summary(event: Any) -> str:
 def list_traces(settings: Settings, *, as_json: bool) -> None:
     from kaiyuan.agent.traces import Traces
 
-    with Traces(settings.home) as traces:
+    with Traces(settings.home, settings.db_url()) as traces:
         runs = traces.runs()
     if as_json:
         click.echo(json.dumps(runs, ensure_ascii=False, indent=2))
@@ -265,7 +265,7 @@ def list_traces(settings: Settings, *, as_json: bool) -> None:
 def show_trace(settings: Settings, run_id: str, *, as_json: bool) -> None:
     from kaiyuan.agent.traces import Traces
 
-    with Traces(settings.home) as traces:
+    with Traces(settings.home, settings.db_url()) as traces:
         run = traces.get(run_id)
     if as_json:
         click.echo(json.dumps(run, ensure_ascii=False, indent=2))

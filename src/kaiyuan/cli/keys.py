@@ -8,14 +8,13 @@ from datetime import UTC, datetime
 import click
 
 from kaiyuan.config import Settings
-from kaiyuan.db import open_database
+from kaiyuan.db import open_for
 from kaiyuan.db.keys import KeyStore, Limits, Period
 from kaiyuan.errors import InvalidRequest
 
 
 def store(settings: Settings) -> KeyStore:
-    url = settings.database_url.get_secret_value() if settings.database_url else None
-    return KeyStore(open_database(settings.home, url))
+    return KeyStore(open_for(settings))
 
 
 def expiry(text: str | None) -> datetime | None:

@@ -5,6 +5,6 @@ tables it expects."""
 
 from __future__ import annotations
 
-from kaiyuan.db.engine import database_url, open_database
+from kaiyuan.db.engine import database_url, open_database, open_for
 
-__all__ = ["database_url", "open_database"]
+__all__ = ["database_url", "open_database", "open_for"]

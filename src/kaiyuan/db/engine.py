@@ -9,6 +9,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 
+from kaiyuan.config import Settings
 from kaiyuan.sqlite import _pragmas
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -23,6 +24,11 @@ def database_url(home: Path, url: str | None) -> str:
         return url
     home.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{home / FILE}"
+
+
+def open_for(settings: Settings) -> Engine:
+    """The database ``settings`` name (``database_url``, else SQLite under its home)."""
+    return open_database(settings.home, settings.db_url())
 
 
 def open_database(home: Path, url: str | None = None) -> Engine:

@@ -16,10 +16,11 @@ from typing import Any
 from sqlalchemy import Float, Integer, String, Text, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from kaiyuan.db import open_database
+from kaiyuan.db.legacy import import_once
 from kaiyuan.engines.base import Cancelled, MediaEngine, MediaRequest
 from kaiyuan.errors import KaiyuanError, NotFound
 from kaiyuan.protocol.openai.media import Video, VideoDeleteResponse, VideoError
-from kaiyuan.sqlite import open_engine
 
 log = logging.getLogger(__name__)
 ACTIVE = ("queued", "in_progress")
@@ -30,7 +31,7 @@ class Base(DeclarativeBase):
 
 
 class VideoJob(Base):
-    __tablename__ = "videos"
+    __tablename__ = "video_jobs"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     created: Mapped[float] = mapped_column(Float, index=True)
     completed: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -46,10 +47,10 @@ class VideoJob(Base):
 
 
 class Jobs:
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, url: str | None = None) -> None:
         self.folder = home / "media" / "videos"
-        self.engine = open_engine(home / "media.sqlite")
-        Base.metadata.create_all(self.engine)
+        self.engine = open_database(home, url)
+        import_once(self.engine, home / "media.sqlite", {"videos": VideoJob.__table__})  # type: ignore[dict-item]
         self.cancels: dict[str, threading.Event] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         with Session(self.engine) as session, session.begin():  # a restart: say so, lose none

@@ -13,7 +13,7 @@ from fastapi_offline import FastAPIOffline
 
 from kaiyuan import __version__
 from kaiyuan.config import Settings
-from kaiyuan.db import open_database
+from kaiyuan.db import open_for
 from kaiyuan.db.keys import KeyStore
 from kaiyuan.db.usage import UsageStore
 from kaiyuan.engines.pool import EnginePool
@@ -77,8 +77,7 @@ def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
                    messages, ollama, usage, metrics):  # fmt: skip
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
-    url = settings.database_url.get_secret_value() if settings.database_url else None
-    database = open_database(settings.home, url)
+    database = open_for(settings)
     app.state.usage = UsageStore(database)
     app.state.metrics = Metrics(app.state)
     app.add_middleware(

@@ -14,11 +14,12 @@ from kaiyuan.extras import require
 T = TypeVar("T")
 
 
-def shared(request: Request, name: str, factory: Callable[[Path], T]) -> T:
+def shared(request: Request, name: str, factory: Callable[[Path, str | None], T]) -> T:
+    """``factory(home, database_url)``, made once per app."""
     state: Any = request.app.state
     value: T | None = getattr(state, name, None)
     if value is None:
-        value = factory(state.settings.home)
+        value = factory(state.settings.home, state.settings.db_url())
         setattr(state, name, value)
     return value
 
