@@ -17,6 +17,27 @@ def store(settings: Settings) -> KeyStore:
     return KeyStore(open_for(settings))
 
 
+LIMIT_NAMES = ("rpm", "tpm", "parallel")
+
+
+def model_limits(text: str) -> tuple[str, dict[str, int]]:
+    """``MODEL:rpm=N,tpm=N,parallel=N`` (any of the three) as (model, limits)."""
+    model, sep, spec = text.rpartition(":")
+    shape = f"--model-limit '{text}' is not like MODEL:rpm=10,tpm=20000,parallel=2"
+    if not sep or not model or not spec:
+        raise InvalidRequest(shape)
+    limits: dict[str, int] = {}
+    for part in spec.split(","):
+        name, eq, value = part.partition("=")
+        name = name.strip()
+        if not eq or name not in LIMIT_NAMES:
+            raise InvalidRequest(f"{shape} ('{part}': the limits are {', '.join(LIMIT_NAMES)})")
+        if not value.strip().isdigit() or int(value) < 1 or len(value.strip()) > 12:
+            raise InvalidRequest(f"{shape} ({name} must be a whole number of at least 1)")
+        limits[name] = int(value)
+    return model, limits
+
+
 def expiry(text: str | None) -> datetime | None:
     if text is None:
         return None
@@ -43,13 +64,16 @@ def create(
     period: Period,
     expires: str | None,
     admin: bool,
+    model_limit: tuple[str, ...] = (),
 ) -> None:
     if budget_tokens is not None and budget_usd is not None:
         raise InvalidRequest("give --budget-tokens or --budget-usd, not both")
+    per_model = dict(model_limits(text) for text in model_limit) or None
     names = tuple(m.strip() for m in models.split(",") if m.strip()) if models else None
     limits = Limits(models=names, rpm=rpm, tpm=tpm, parallel=parallel,
                     budget_tokens=budget_tokens, budget_usd=budget_usd, period=period,
-                    expires_at=expiry(expires), admin=admin)  # fmt: skip
+                    expires_at=expiry(expires), admin=admin,
+                    model_limits=per_model)  # fmt: skip
     key, secret = store(settings).create(name, limits)
     click.echo(secret)
     click.echo(
@@ -82,6 +106,8 @@ def show_list(settings: Settings, as_json: bool) -> None:
                    ("budget_usd", key.budget_usd)) if v is not None]  # fmt: skip
         if key.budget_tokens is not None or key.budget_usd is not None:
             limits.append(f"per {key.period}")
+        for model, on in (key.model_limits or {}).items():
+            limits.append(f"on {model}: " + ",".join(f"{n}={v}" for n, v in on.items()))
         if key.expires_at:
             limits.append(f"expires {key.expires_at.date().isoformat()}")
         role = " admin" if key.admin else ""

@@ -528,6 +528,8 @@ def keys() -> None:
               help="When budgets reset.")  # fmt: skip
 @click.option("--expires", metavar="DATE", help="Last valid moment (YYYY-MM-DD, UTC).")
 @click.option("--admin", is_flag=True, help="May manage keys and read everyone's usage.")
+@click.option("--model-limit", "model_limit", multiple=True, metavar="MODEL:rpm=N,tpm=N,parallel=N",
+              help="Limits on one model, beside the key's own (repeatable).")  # fmt: skip
 @friendly
 def keys_create(name: str, **options: Any) -> None:
     """Create a key; its secret is printed once (stdout), never stored in clear."""

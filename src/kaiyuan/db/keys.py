@@ -42,6 +42,8 @@ class ApiKey:
     admin: bool
     created_at: datetime
     revoked_at: datetime | None
+    # Limits per model on top of the key's own: {model: {"rpm"|"tpm"|"parallel": N}}.
+    model_limits: dict[str, dict[str, int]] | None = None
 
     def allows(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -67,6 +69,7 @@ class ApiKey:
             "admin": self.admin,
             "created_at": self.created_at.isoformat(),
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+            "model_limits": self.model_limits,
         }
 
 
@@ -81,6 +84,7 @@ class Limits:
     period: Period = "month"
     expires_at: datetime | None = None
     admin: bool = False
+    model_limits: dict[str, dict[str, int]] | None = None
 
 
 def _aware(moment: datetime) -> datetime:
@@ -111,6 +115,7 @@ def _row(row: Any) -> ApiKey:
         admin=bool(row.admin),
         created_at=_aware(row.created_at),
         revoked_at=_aware(row.revoked_at) if row.revoked_at else None,
+        model_limits=row.model_limits or None,
     )
 
 
@@ -146,6 +151,7 @@ class KeyStore:
                     period=limits.period,
                     expires_at=limits.expires_at,
                     admin=limits.admin,
+                    model_limits=limits.model_limits,
                     created_at=datetime.now(UTC),
                     revoked_at=None,
                 )

@@ -35,6 +35,7 @@ api_keys = Table(
     Column("admin", Boolean, nullable=False, default=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("model_limits", JSON, nullable=True),  # {model: {"rpm"|"tpm"|"parallel": N}}
 )
 
 usage = Table(

@@ -121,6 +121,7 @@ class KeyCheck:
             return
         state = scope.setdefault("state", {})
         state["api_key"] = key
+        state["limiter"] = self.limiter  # the key's limits per model, once the body names one
         if ticket is None or not ticket.headers:
             try:
                 await self.app(scope, receive, send)
@@ -144,6 +145,9 @@ class KeyCheck:
         meter = state.get("meter")
         tokens = meter.tokens if meter is not None else 0
         ticket.release(tokens)
+        on_model = state.get("model_ticket")
+        if on_model is not None:
+            on_model.release(tokens)
         self.budgets.spent(ticket.key_id, tokens, meter.cost_usd if meter is not None else 0.0)
 
 
@@ -170,17 +174,23 @@ def key_of(request: Request) -> ApiKey | None:
 
 
 def check_model(request: Request, model: str) -> None:
-    """403 unless the request's key may use ``model`` (aliases count as what they name)."""
+    """403 unless the request's key may use ``model`` (aliases count as what they name); then
+    its limits on that model, if it has some (429 over one)."""
     key = key_of(request)
-    if key is None or key.models is None:
+    if key is None or (key.models is None and not key.model_limits):
         return
     canonical = request.app.state.pool.canonical(model)
-    if not (key.allows(model) or key.allows(canonical)):
+    if key.models is not None and not (key.allows(model) or key.allows(canonical)):
         raise Forbidden(
             f"API key '{key.name}' may not use model '{model}' "
             f"(it may use: {', '.join(key.models) or 'none'})",
             param="model",
         )
+    limiter = getattr(request.state, "limiter", None)
+    taken = getattr(request.state, "model_ticket", None) is not None  # counted once a request
+    if key.model_limits and limiter is not None and not taken:
+        named = model if model in key.model_limits else canonical
+        request.state.model_ticket = limiter.admit_model(key, named)
 
 
 def visible(request: Request, models: list[Any], name: Any = lambda m: m.id) -> list[Any]:

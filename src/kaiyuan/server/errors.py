@@ -73,6 +73,8 @@ def exception_payload(path: str, exc: KaiyuanError) -> dict[str, Any]:
 
 def error_response(exc: KaiyuanError, retry_after: int = 1, path: str = "") -> JSONResponse:
     headers = {"Retry-After": str(retry_after)} if isinstance(exc, Overloaded) else None
+    if isinstance(getattr(exc, "headers", None), dict):  # a rate limit's retry-after and counts
+        headers = exc.headers  # type: ignore[attr-defined]
     if isinstance(exc, FeatureNotInstalled):
         # The SDKs retry any 5xx unless told not to; this one stays until an install.
         headers = {"x-should-retry": "false"}

@@ -56,7 +56,7 @@ class Ticket:
     """One admitted request: its headers, and its place among the key's running ones."""
 
     limiter: Limiter | None
-    key_id: str
+    key_id: str  # the key's id, or "id/model" for its limits on one model
     headers: dict[str, str]
     done: bool = False
 
@@ -70,59 +70,82 @@ class Ticket:
                 state.spent.append((time.monotonic(), tokens))
 
 
+@dataclass(slots=True, frozen=True)
+class _Rule:
+    scope: str  # where the counts are kept
+    who: str  # for the messages
+    rpm: int | None
+    tpm: int | None
+    parallel: int | None
+
+
 class Limiter:
     def __init__(self) -> None:
         self._states: dict[str, _KeyState] = {}
 
     def admit(self, key: ApiKey, now: float | None = None) -> Ticket:
         """Count a request against ``key`` (raises RateLimited when over a limit)."""
-        if key.rpm is None and key.parallel is None and key.tpm is None:
-            return Ticket(None, key.id, {})
+        rule = _Rule(key.id, f"API key '{key.name}'", key.rpm, key.tpm, key.parallel)
+        return self._admit(rule, now)
+
+    def admit_model(self, key: ApiKey, model: str, now: float | None = None) -> Ticket | None:
+        """Count a request against the key's limits on ``model``, if it has any."""
+        limits = (key.model_limits or {}).get(model)
+        if not limits:
+            return None
+        who = f"API key '{key.name}' on model '{model}'"
+        rule = _Rule(f"{key.id}/{model}", who, limits.get("rpm"), limits.get("tpm"),
+                     limits.get("parallel"))  # fmt: skip
+        return self._admit(rule, now)
+
+    def _admit(self, rule: _Rule, now: float | None) -> Ticket:
+        if rule.rpm is None and rule.parallel is None and rule.tpm is None:
+            return Ticket(None, rule.scope, {})
         now = time.monotonic() if now is None else now
-        state = self._states.setdefault(key.id, _KeyState())
+        state = self._states.setdefault(rule.scope, _KeyState())
         state.prune(now)
         headers: dict[str, str] = {}
-        if key.rpm is not None:
+        if rule.rpm is not None:
             reset = WINDOW - (now - state.started[0]) if state.started else 0.0
-            left = key.rpm - len(state.started)
+            left = rule.rpm - len(state.started)
             headers = {
-                "x-ratelimit-limit-requests": str(key.rpm),
+                "x-ratelimit-limit-requests": str(rule.rpm),
                 "x-ratelimit-remaining-requests": str(max(left - 1, 0)),
                 "x-ratelimit-reset-requests": f"{max(reset, 0.0):.3f}s",
             }
             if left <= 0:
                 raise RateLimited(
-                    f"API key '{key.name}' is over its limit of {key.rpm} requests per "
+                    f"{rule.who} is over its limit of {rule.rpm} requests per "
                     f"minute; retry in {math.ceil(reset)} s",
                     retry_after=reset,
                     headers={**headers, "x-ratelimit-remaining-requests": "0"},
                 )
-        if key.tpm is not None:
+        if rule.tpm is not None:
             used = sum(n for _, n in state.spent)
             reset = WINDOW - (now - state.spent[0][0]) if state.spent else 0.0
             tokens = {
-                "x-ratelimit-limit-tokens": str(key.tpm),
-                "x-ratelimit-remaining-tokens": str(max(key.tpm - used, 0)),
+                "x-ratelimit-limit-tokens": str(rule.tpm),
+                "x-ratelimit-remaining-tokens": str(max(rule.tpm - used, 0)),
                 "x-ratelimit-reset-tokens": f"{max(reset, 0.0):.3f}s",
             }
             headers = {**headers, **tokens}
-            if used >= key.tpm:
+            if used >= rule.tpm:
                 raise RateLimited(
-                    f"API key '{key.name}' used {used} tokens in the last minute, over its "
-                    f"limit of {key.tpm}; retry in {math.ceil(reset)} s",
+                    f"{rule.who} used {used} tokens in the last minute, over its "
+                    f"limit of {rule.tpm}; retry in {math.ceil(reset)} s",
                     retry_after=reset,
                     headers=headers,
                 )
-        if key.parallel is not None and state.running >= key.parallel:
+        if rule.parallel is not None and state.running >= rule.parallel:
             raise RateLimited(
-                f"API key '{key.name}' already has {state.running} requests running, its "
+                f"{rule.who} already has {state.running} requests running, its "
                 f"limit; retry when one ends",
                 retry_after=1,
                 headers=headers,
             )
         state.started.append(now)
         state.running += 1
-        return Ticket(self, key.id, headers)
+        return Ticket(self, rule.scope, headers)
 
 
 class Budgets:

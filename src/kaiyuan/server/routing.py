@@ -79,7 +79,7 @@ async def _inspect(request: Request) -> None:
     work: the usage meter's model, and for a key limited to some models, one of them (403)."""
     meter = getattr(request.state, "meter", None)
     key = key_of(request)
-    limited = key is not None and key.models is not None
+    limited = key is not None and (key.models is not None or bool(key.model_limits))
     if (meter is None and not limited) or request.method != "POST":
         return
     if not request.headers.get("content-type", "").startswith("application/json"):
