@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -75,3 +77,20 @@ def test_the_old_files_are_imported_once(tmp_path: Path) -> None:
     twice = Traces(tmp_path)
     assert [r["id"] for r in twice.runs()] == ["abc"]  # rows already there are kept, not doubled
     twice.close()
+
+
+def test_processes_opening_a_fresh_database_at_once_all_find_it_migrated(tmp_path: Path) -> None:
+    opener = (
+        "import sys; from pathlib import Path; from kaiyuan.db import open_database; "
+        "from kaiyuan.db.keys import KeyStore; "
+        "KeyStore(open_database(Path(sys.argv[1]))).list()"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", opener, str(tmp_path)], stderr=subprocess.PIPE)
+        for _ in range(6)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+    with open_database(tmp_path).connect() as db:
+        assert db.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"

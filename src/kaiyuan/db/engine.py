@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
 
 from kaiyuan.config import Settings
 from kaiyuan.sqlite import _pragmas
@@ -39,9 +41,22 @@ def open_database(home: Path, url: str | None = None) -> Engine:
         event.listen(engine, "connect", _pragmas)
     with _lock:
         if target not in _migrated:
-            upgrade(engine)
+            _upgrade_racing(engine)
             _migrated.add(target)
     return engine
+
+
+def _upgrade_racing(engine: Engine, tries: int = 5) -> None:
+    """Another process (a CLI beside the server) may migrate the same fresh database at the
+    same moment: its tables then exist when ours are created. Looking again finds them done."""
+    for attempt in range(tries):
+        try:
+            upgrade(engine)
+            return
+        except DBAPIError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def upgrade(engine: Engine) -> None:
