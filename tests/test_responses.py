@@ -830,10 +830,11 @@ def test_an_image_for_a_text_model_is_a_client_error(served: Served) -> None:
 
 # --- 9. store: false -----------------------------------------------------------------------------
 def trace_rows(home: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of the trace store's tables, read straight from the SQLite file."""
-    with contextlib.closing(sqlite3.connect(home / "traces.sqlite")) as db:
-        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        return {table: db.execute(f'SELECT * FROM "{table}"').fetchall() for table in tables}
+    """Every row of the trace tables (runs, steps), read straight from the one SQLite file."""
+    with contextlib.closing(sqlite3.connect(home / "kaiyuan.db")) as db:
+        tables = {"runs": "agent_runs", "steps": "agent_steps"}
+        return {name: db.execute(f'SELECT * FROM "{table}"').fetchall()
+                for name, table in tables.items()}  # fmt: skip
 
 
 SECRET = "Zephyrine-7319"  # a marker that must not reach the trace store
@@ -868,7 +869,7 @@ def test_store_false_writes_nothing_and_cannot_be_continued(served: Served, stre
     after = trace_rows(served.home)
     assert after == before
     assert not any(SECRET in repr(rows) or SECRET[::-1] in repr(rows) for rows in after.values())
-    assert not any(SECRET.encode() in f.read_bytes() for f in served.home.glob("traces.sqlite*"))
+    assert not any(SECRET.encode() in f.read_bytes() for f in served.home.glob("kaiyuan.db*"))
     # it cannot be continued: the same 404 as for an id that never existed
     asked = len(served.engine.records)
     errors = []
