@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import KaiyuanServer
+from tests.postgres import database_url, postgres_database, postgres_server  # noqa: F401
 
 MODEL = "smollm2-135m-instruct"
 

@@ -19,6 +19,7 @@ import pytest
 
 from kaiyuan.db import open_database
 from kaiyuan.db.keys import ApiKey, KeyStore, Limits
+from kaiyuan.errors import InvalidRequest, NotFound
 from kaiyuan.server.limits import Limiter, RateLimited
 from tests.conftest import MODEL
 from tests.harness import KaiyuanServer, free_port, wait_for
@@ -54,8 +55,8 @@ def test_cli_shows_a_secret_once_and_stores_only_its_hash(tmp_path: Path) -> Non
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
 
 
-def test_store_verifies_rotates_revokes_and_expires(tmp_path: Path) -> None:
-    keys = KeyStore(open_database(tmp_path))
+def test_store_verifies_rotates_revokes_and_expires(tmp_path: Path, database_url: str) -> None:
+    keys = KeyStore(open_database(tmp_path, database_url))
     key, secret = keys.create("svc", Limits(models=("m",)))
     assert keys.verify(secret) == key
     assert keys.verify(secret[:-1] + ("A" if secret[-1] != "A" else "B")) is None
@@ -69,6 +70,33 @@ def test_store_verifies_rotates_revokes_and_expires(tmp_path: Path) -> None:
     short, _ = keys.create("short", Limits(expires_at=soon))
     assert short.usable()
     assert not short.usable(now=soon + timedelta(seconds=1))
+
+
+def test_store_keeps_every_limit_as_given(tmp_path: Path, database_url: str) -> None:
+    keys = KeyStore(open_database(tmp_path, database_url))
+    expires = datetime(2031, 1, 2, 23, 30, 15, 123456, tzinfo=UTC)
+    limits = Limits(models=("a", "b"), rpm=60, tpm=2**40, parallel=2, budget_tokens=10**12,
+                    budget_usd=12.5, period="day", expires_at=expires, admin=True,
+                    model_limits={"a": {"rpm": 5, "parallel": 1}})  # fmt: skip
+    made, secret = keys.create("full", limits)
+    again = keys.get("full")
+    assert again == made == keys.verify(secret)
+    assert (again.models, again.rpm, again.tpm, again.parallel) == (("a", "b"), 60, 2**40, 2)
+    assert (again.budget_tokens, again.budget_usd, again.period) == (10**12, 12.5, "day")
+    assert again.expires_at == expires and again.expires_at.utcoffset() is not None
+    assert again.admin and again.model_limits == {"a": {"rpm": 5, "parallel": 1}}
+    assert again.created_at.utcoffset() is not None
+    assert abs(again.created_at - datetime.now(UTC)) < timedelta(minutes=1)
+    plain, _ = keys.create("plain")
+    assert (plain.models, plain.model_limits, plain.admin, plain.period) == (None, None, False,
+                                                                             "month")  # fmt: skip
+    assert [k.name for k in keys.list()] == ["full", "plain"]
+    with pytest.raises(InvalidRequest, match="exists already"):
+        keys.create("plain")
+    keys.remove("full")
+    assert [k.name for k in keys.list()] == ["plain"] and keys.count_usable() == 1
+    with pytest.raises(NotFound):
+        keys.get("full")
 
 
 # --- the server ----------------------------------------------------------------------------------

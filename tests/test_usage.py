@@ -16,7 +16,7 @@ import pytest
 
 from kaiyuan.db import open_database
 from kaiyuan.db.keys import KeyStore, Limits
-from kaiyuan.db.usage import UsageStore, period_start
+from kaiyuan.db.usage import UsageRow, UsageStore, period_start, summary
 from tests.conftest import MODEL
 from tests.harness import KaiyuanServer, wait_for
 
@@ -133,6 +133,101 @@ def test_usage_route_shows_a_key_its_own_and_an_admin_everyones(tmp_path: Path) 
         assert everyone["alice"] >= 1 and everyone["bob"] >= 2 and set(everyone) >= {"alice", "bob"}
         bad = httpx.get(server.url + "/v1/usage?by=colour", headers={"x-api-key": boss})
         assert bad.status_code == 400
+
+
+def _usage(at: datetime, **fields: object) -> UsageRow:
+    row = {"at": at, "key_id": "k1", "key_name": "team", "model": "m",
+           "endpoint": "/v1/chat/completions", "app": "notes", "status": 200,
+           "prompt_tokens": 10, "cached_tokens": 2, "completion_tokens": 5, "ttft_ms": 12.5,
+           "duration_ms": 40.0, "finish_reason": "stop", "cancelled": False, "publisher": "HF",
+           "origin": "US", "licence": "apache-2.0", "cost_usd": 0.25, **fields}  # fmt: skip
+    return UsageRow(**row)  # type: ignore[arg-type]
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def test_usage_store_records_sums_rolls_up_and_summarises(
+    tmp_path: Path, database_url: str
+) -> None:
+    engine = open_database(tmp_path, database_url)
+    store = UsageStore(engine)
+    late = datetime(2026, 12, 3, 20, 15, tzinfo=UTC)  # already the 4th east of UTC+4
+    store.record(_usage(late))
+    store.record(_usage(late + timedelta(minutes=1)))
+    store.record(_usage(late + timedelta(minutes=2), model="n", cancelled=True,
+                        completion_tokens=1, cost_usd=0.0))  # fmt: skip
+    store.record(_usage(late + timedelta(hours=5), key_id="k2", key_name="other", cost_usd=1.0))
+    refused = {"key_id": None, "key_name": None, "model": None, "app": None, "ttft_ms": None,
+               "finish_reason": None, "status": 404, "prompt_tokens": 0, "cached_tokens": 0,
+               "completion_tokens": 0, "cost_usd": 0.0}  # fmt: skip
+    store.record(_usage(late + timedelta(hours=6), **refused))
+    assert store.spent_since("k1", late) == (41, 0.5)
+    assert store.spent_since("k1", late + timedelta(seconds=30)) == (26, 0.25)
+    assert store.spent_since("k1", period_start("day", late + timedelta(hours=5))) == (0, 0.0)
+    assert store.spent_since("k2", period_start("month", late)) == (15, 1.0)
+    assert store.tokens_since("nobody", late) == 0
+    days = sorted(
+        (d["day"], d["key_id"], d["model"], d["requests"], d["prompt_tokens"],
+         d["completion_tokens"], d["cost_usd"])
+        for d in store.daily(late)
+    )  # fmt: skip
+    assert days == [
+        ("2026-12-03", "k1", "m", 2, 20, 10, 0.5),
+        ("2026-12-03", "k1", "n", 1, 10, 1, 0.0),
+        ("2026-12-04", "", "", 1, 0, 0, 0.0),
+        ("2026-12-04", "k2", "m", 1, 10, 5, 1.0),
+    ]
+    assert [d["day"] for d in store.daily(late + timedelta(hours=5), key_id="k2")] == ["2026-12-04"]
+    found = store.rows()
+    assert [r.key_name for r in found] == [None, "other", "team", "team", "team"]  # newest first
+    assert _utc(found[1].at) == late + timedelta(hours=5)
+    assert found[0] == _usage(found[0].at, **refused)
+    assert found[2].cancelled is True and found[3].cancelled is False
+    assert len(store.rows(key_id="k1")) == 3 and len(store.rows(limit=2)) == 2
+    by_day = summary(engine, "day", late)
+    assert [(r["group"], r["requests"]) for r in by_day] == [("2026-12-03", 3), ("2026-12-04", 2)]
+    by_model = summary(engine, "model", late)
+    assert [(r["group"], r["requests"], r["cancelled"]) for r in by_model] == [
+        ("m", 3, 0), ("n", 1, 1), (None, 1, 0)]  # fmt: skip
+    mine = summary(engine, "key", late, key_id="k1")
+    assert mine == [{"group": "team", "requests": 3, "prompt_tokens": 30, "cached_tokens": 6,
+                     "completion_tokens": 11, "cancelled": 1, "cost_usd": 0.5}]  # fmt: skip
+    assert json.loads(json.dumps(mine)) == mine  # plain ints and floats, as the CLI prints
+    assert summary(engine, "origin", late + timedelta(hours=7)) == []
+
+
+def test_a_server_on_postgresql_keeps_its_keys_and_usage_there(
+    tmp_path: Path, postgres_database: str
+) -> None:
+    env = {"KAIYUAN_DATABASE_URL": postgres_database}
+    cli_env = {**os.environ, "KAIYUAN_HOME": str(tmp_path), **env}
+    made = subprocess.run([KAIYUAN, "keys", "create", "pg-team"], text=True, capture_output=True,
+                          env=cli_env, timeout=60)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.strip()
+    store = UsageStore(open_database(tmp_path, postgres_database))
+    with KaiyuanServer(home=tmp_path, env=env) as server:
+        assert httpx.get(server.url + "/v1/models").status_code == 401  # the key in PG counts
+        reply = httpx.post(server.url + "/v1/chat/completions", headers={"x-api-key": secret},
+                           json={"model": MODEL, "messages": HI, "max_tokens": 3})  # fmt: skip
+        assert reply.status_code == 200, reply.text
+
+        def served() -> list[UsageRow]:
+            return [r for r in store.rows() if r.endpoint == "/v1/chat/completions"]
+
+        assert wait_for(lambda: len(served()) == 1, 5)
+        row = served()[0]
+        assert (row.key_name, row.model, row.status) == ("pg-team", MODEL, 200)
+        assert row.completion_tokens == reply.json()["usage"]["completion_tokens"]
+        assert abs(_utc(row.at) - datetime.now(UTC)) < timedelta(minutes=5)
+        assert postgres_database not in server.log()
+    done = subprocess.run([KAIYUAN, "usage", "--by", "key", "--json"], text=True,
+                          capture_output=True, env=cli_env, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert {r["group"]: r["requests"] for r in json.loads(done.stdout)}["pg-team"] == 1
+    assert list(tmp_path.glob("kaiyuan.db*")) == []  # nothing went to SQLite
 
 
 def test_metrics_parse_and_count_what_was_served(tmp_path: Path) -> None:

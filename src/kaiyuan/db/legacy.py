@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, Table, create_engine, inspect, select
+from sqlalchemy import Engine, Integer, MetaData, Table, create_engine, func, inspect, select
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +28,23 @@ def import_once(engine: Engine, old: Path, tables: dict[str, Table]) -> None:
                 fresh = [r for r in fresh if tuple(r.get(k) for k in keys) not in known]
                 if fresh:
                     writing.execute(table.insert(), fresh)
+                    _advance_serial(writing, table)
                 log.info("imported %d rows of %s from %s", len(fresh), name, old)
     finally:
         source.dispose()
     old.rename(old.with_name(old.name + ".imported"))
+
+
+def _advance_serial(writing: Any, table: Table) -> None:
+    """PostgreSQL: rows copied with their integer ids leave the id's sequence behind (the next
+    insert would reuse id 1); it moves past the largest id."""
+    key = list(table.primary_key.columns)
+    if writing.dialect.name != "postgresql" or len(key) != 1:
+        return
+    if not isinstance(key[0].type, Integer):
+        return
+    sequence = func.pg_get_serial_sequence(table.name, key[0].name)  # NULL: not a serial
+    writing.execute(select(func.setval(sequence, select(func.max(key[0])).scalar_subquery())))
 
 
 def _rows(reading: Any, name: str, table: Table) -> list[dict[str, Any]]:
