@@ -4,8 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
-# Debian packages the build and the tests need (installed only when missing).
-DEB_PACKAGES := build-essential cmake bubblewrap
+# Debian packages the build and the tests need (installed only when missing); postgresql: the
+# storage tests start a throwaway server of their own (its service is never started).
+DEB_PACKAGES := build-essential cmake bubblewrap postgresql
 
 .PHONY: install serve test lint bench clean system-deps
 
@@ -24,7 +25,7 @@ system-deps:
 $(VENV)/.installed: pyproject.toml | system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=25.1"
-	$(BIN)/python -m pip install -q -e ".[transformers,agent,diffusion,eval,postgres]"
+	$(BIN)/python -m pip install -q -e ".[transformers,agent,diffusion,eval,postgres,otel]"
 	touch $@
 
 # A core install, no extras, for tests/test_core_install.py (`pip install kaiyuan` must serve).

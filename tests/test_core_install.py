@@ -45,7 +45,9 @@ def _declared() -> tuple[set[str], dict[str, set[str]]]:
 
 
 def _imports() -> dict[str, set[str]]:
-    """Top-level third-party module -> the source files importing it (anywhere in a file)."""
+    """Top-level third-party module -> the source files importing it (anywhere in a file); an
+    extra's sub-package of a shared namespace (opentelemetry.sdk) counts as its own module."""
+    parts = [module for modules in EXTRAS.values() for module in modules if "." in module]
     found: dict[str, set[str]] = {}
     for path in SRC.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -57,14 +59,24 @@ def _imports() -> dict[str, set[str]]:
                 continue
             for name in names:
                 top = name.partition(".")[0]
+                part = next((p for p in parts if name == p or name.startswith(p + ".")), top)
                 if top != "kaiyuan" and top not in sys.stdlib_module_names:
-                    found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+                    found.setdefault(part, set()).add(str(path.relative_to(ROOT)))
     return found
 
 
 def _distributions(module: str) -> set[str]:
-    dists = importlib.metadata.packages_distributions().get(module)
+    top, _, rest = module.partition(".")
+    dists = importlib.metadata.packages_distributions().get(top)
     assert dists, f"'{module}' is imported but no installed distribution provides it"
+    if rest:  # a sub-package of a namespace several distributions share: those that ship it
+        folder = module.replace(".", "/") + "/"
+        dists = [
+            d
+            for d in dists
+            if any(str(f).startswith(folder) for f in importlib.metadata.files(d) or [])
+        ]
+        assert dists, f"'{module}' is imported but no installed distribution provides it"
     return {_name(d) for d in dists}
 
 
@@ -133,7 +145,7 @@ def _core_python_lacks(module: str) -> bool:
 @pytest.mark.slow
 def test_core_install_lacks_every_extra(core_server: KaiyuanServer) -> None:
     """The core venv really is core (else the checks below prove nothing)."""
-    for extra in ("transformers", "agent", "diffusion", "eval"):
+    for extra in ("transformers", "agent", "diffusion", "eval", "otel"):
         assert _core_python_lacks(EXTRAS[extra][0]), f"{extra} is installed in .venv-core"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -119,7 +120,7 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Web origins (scheme://host[:port]) whose browser apps may call the API "
-        "(CORS); empty: none. Such an app still needs a key when keys exist.",
+        "(CORS; '*' for any); empty: none. Such an app still needs a key when keys exist.",
     )
     dollars_per_hour: float = Field(
         0.0,
@@ -142,6 +143,20 @@ class Settings(BaseSettings):
         description="The database for keys and usage: a SQLAlchemy URL such as "
         "postgresql+psycopg://user:pass@host/db (default: SQLite in KAIYUAN_HOME); never "
         "printed.",
+    )
+    # OpenTelemetry's own variables work too (a KAIYUAN_ variable wins over them).
+    otel_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices("KAIYUAN_OTEL_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="Export every API request and agent step as OpenTelemetry spans (GenAI "
+        "conventions) to this OTLP/HTTP endpoint, e.g. http://localhost:4318 (also "
+        "$OTEL_EXPORTER_OTLP_ENDPOINT; the `otel` extra). Unset: nothing is exported.",
+    )
+    otel_service_name: str = Field(
+        "kaiyuan",
+        min_length=1,
+        validation_alias=AliasChoices("KAIYUAN_OTEL_SERVICE_NAME", "OTEL_SERVICE_NAME"),
+        description="The service.name of exported spans (also $OTEL_SERVICE_NAME).",
     )
     header_timeout: float = Field(
         10.0, gt=0, description="Seconds a client has to send a request's headers."
@@ -328,6 +343,18 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [m.strip() for m in value.split(",") if m.strip()]
         return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        # As browsers send Origin: scheme://host[:port], nothing after it, lower case.
+        origins = []
+        for raw in value:
+            origin = raw.strip().rstrip("/").lower()
+            if origin != "*" and not re.fullmatch(r"https?://[^/?#\s@]+", origin):
+                raise ValueError(f"{raw!r} is not an origin like https://app.example.com:8443")
+            origins.append(origin)
+        return origins
 
     @field_validator("tool_parsers")
     @classmethod

@@ -37,6 +37,7 @@ from kaiyuan.chat.toolcalls.deepseek import CALL_BEGIN, CALL_END, SEP
 from kaiyuan.chat.toolcalls.llama3 import PYTHON_TAG
 from kaiyuan.config import Settings
 from kaiyuan.errors import InvalidRequest, KaiyuanError
+from kaiyuan.otel import NOTHING, RunSpans, Telemetry
 from kaiyuan.tools.base import Tool, check_arguments
 
 if TYPE_CHECKING:  # the trace store needs SQLAlchemy (the agent extra), imported by its users
@@ -145,6 +146,7 @@ class Agent:
         functions: list[dict[str, Any]] | None = None,
         max_tool_calls: int | None = None,
         on_turn: Callable[[TurnStarted], None] | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.client = client
         self.model = model
@@ -159,6 +161,8 @@ class Agent:
         self.max_tool_calls = max_tool_calls  # tools run in one run (None: only step limits)
         self.tool_calls = 0
         self.on_turn = on_turn
+        self.telemetry = telemetry  # None: no spans (otel_endpoint unset)
+        self.spans: RunSpans = NOTHING  # the run's, once it starts
         self.deadline = 0.0  # the run's end (time.monotonic()); nothing runs past it
         self.work_deadline = 0.0  # the end of tool use once a tool has run (the rest: wrap-up)
         self.finish_reason: str | None = None
@@ -184,6 +188,8 @@ class Agent:
         history = [{"role": "user", "content": task}] if isinstance(task, str) else list(task)
         if run_id is None:
             run_id = self.traces.start(self.model, task_text(history)) if self.traces else ""
+        if self.telemetry is not None:
+            self.spans = self.telemetry.agent(self.model, run_id)
         system = SYSTEM + (f"\n\n{instructions}" if instructions else "")
         messages: list[dict[str, Any]] = [{"role": "system", "content": system}, *history]
         pending: list[dict[str, Any]] = []
@@ -259,6 +265,7 @@ class Agent:
                     except StepTimedOut:
                         pass
         except BaseException as exc:
+            self.spans.end(error=exc)
             if self.traces:
                 self.traces.finish(run_id, status="failed", answer=None, citations=[],
                                    stop_reason=type(exc).__name__,
@@ -271,6 +278,7 @@ class Agent:
                 citations=[s.to_dict() for s in cited], stop_reason=stop_reason,
                 seconds=time.monotonic() - started, messages=messages[1:],
             )  # fmt: skip
+        self.spans.end(stop_reason=stop_reason, usage=self.usage)
         yield AnswerEvent(run_id, answer, cited, list(self.sources), stop_reason,
                           dict(self.usage), pending, messages[1:])  # fmt: skip
 
@@ -296,6 +304,7 @@ class Agent:
             if not any(m["role"] == "tool" for m in messages):
                 options["tool_choice"] = self.tool_choice
         remaining = until - clock
+        span = self.spans.turn(self.model, self.temperature, self.settings.agent_max_tokens)
         try:
             if remaining <= 0:
                 raise TimeoutError
@@ -305,15 +314,18 @@ class Agent:
             async with asyncio.timeout(remaining):
                 reply = await create(
                     model=self.model, messages=messages, temperature=self.temperature,
-                    max_tokens=self.settings.agent_max_tokens, timeout=remaining + 1, **options,
+                    max_tokens=self.settings.agent_max_tokens, timeout=remaining + 1,
+                    extra_headers=span.headers() or None, **options,
                 )  # fmt: skip
         except (openai.APITimeoutError, TimeoutError):
+            span.end(error="timeout")
             if self.traces:
                 self.traces.step(run_id, kind="model", name=self.model, input=messages,
                                  error="timed out at the run's deadline", started=started,
                                  seconds=time.monotonic() - clock)  # fmt: skip
             raise StepTimedOut() from None
         except openai.APIError as exc:
+            span.end(error=type(exc).__name__)
             if self.traces:
                 self.traces.step(run_id, kind="model", name=self.model, input=messages,
                                  error=str(exc), started=started,
@@ -326,6 +338,9 @@ class Agent:
         prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
         self.usage["prompt_tokens"] += prompt
         self.usage["completion_tokens"] += completion
+        span.end(response_model=reply.model, response_id=reply.id,
+                 finish_reason=self.finish_reason, input_tokens=prompt,
+                 output_tokens=completion)  # fmt: skip
         if self.traces:
             self.traces.step(run_id, kind="model", name=self.model, input=messages,
                              output=message, started=started, seconds=time.monotonic() - clock,
@@ -339,6 +354,7 @@ class Agent:
         started, clock = time.time(), time.monotonic()
         output: dict[str, Any] = {}
         error: str | None = None
+        span = self.spans.tool(name, call["id"])
         try:
             output = await self._execute(name, raw)
         except KaiyuanError as exc:
@@ -346,6 +362,7 @@ class Agent:
         except Exception as exc:  # a tool's bug: the model hears of it, the log has the rest
             log.exception("tool %s failed", name)
             error = f"the tool failed unexpectedly ({type(exc).__name__})"
+        span.end(error=None if error is None else "tool_error")
         if self.traces:
             self.traces.step(run_id, kind="tool", name=name, input={"arguments": raw},
                              output=output if error is None else None, error=error,

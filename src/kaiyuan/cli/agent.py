@@ -44,6 +44,7 @@ def run_agent(
     from kaiyuan.agent.mcp import load_tools
     from kaiyuan.agent.traces import Traces
     from kaiyuan.cli.endpoint import ChatError, api_url, default_model, embedded_server
+    from kaiyuan.otel import Telemetry
 
     started = time.monotonic()
     names = [t.strip() for t in (tools or ",".join(DEFAULT_TOOLS)).split(",") if t.strip()]
@@ -54,6 +55,8 @@ def run_agent(
     if url is None and model is not None:
         settings = settings.model_copy(update={"models": [model]})
     endpoint = contextlib.nullcontext(api_url(url)) if url else embedded_server(settings)
+    # None unless otel_endpoint is set; the spans still queued leave when the process ends
+    telemetry = Telemetry.configured(settings)
     with Reporter(started, settings.agent_max_seconds) as reporter:
         if servers:
             chosen += asyncio.run(load_tools(settings, servers))
@@ -69,7 +72,7 @@ def run_agent(
             client = openai.AsyncOpenAI(base_url=base_url, api_key="kaiyuan", max_retries=1)
             agent = Agent(client, model, chosen, settings, traces=traces, confirm=reporter.ask,
                           tool_choice="required" if require_tool else "auto",
-                          on_turn=reporter.turn)  # fmt: skip
+                          on_turn=reporter.turn, telemetry=telemetry)  # fmt: skip
 
             async def drive() -> AnswerEvent | None:
                 final = None

@@ -69,6 +69,7 @@ def cli() -> None:
 @setting("max_queue")
 @setting("max_body_bytes")
 @setting("allowed_hosts", "--allow-host")
+@setting("cors_origins", "--cors-origin")
 @setting("no_auth")
 @setting("stall_timeout")
 @setting("log_level")

@@ -32,6 +32,7 @@ def run(settings: Settings) -> None:
     logging.getLogger("httpx2").setLevel(max(logging.WARNING, logging.root.level))
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.root.level))
     refuse_open_network(settings)
+    warn_open_origins(settings)
     # Loading first turns a missing model into one readable line instead of a startup trace.
     pool = EnginePool.from_settings(settings)
     config = uvicorn.Config(
@@ -151,6 +152,20 @@ def refuse_open_network(settings: Settings) -> None:
             f"refusing to serve {settings.host} without API keys: anyone on the network could "
             "use every model. Create one first (`kaiyuan keys create NAME`), or pass --no-auth "
             "to serve it open on purpose"
+        )
+
+
+def warn_open_origins(settings: Settings) -> None:
+    """Listed web origins with no API key: their pages may use every model (said once)."""
+    if not settings.cors_origins:
+        return
+    from kaiyuan.cli.keys import store
+
+    if store(settings).count_usable() == 0:
+        logging.getLogger("kaiyuan").warning(
+            "cors_origins lets pages from %s call this server, and no API key exists: they may "
+            "use every model (`kaiyuan keys create NAME` makes them need a key)",
+            ", ".join(settings.cors_origins),
         )
 
 

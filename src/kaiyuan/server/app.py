@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
+from starlette.middleware.cors import CORSMiddleware
 
 from kaiyuan import __version__
 from kaiyuan.config import Settings
@@ -17,6 +18,7 @@ from kaiyuan.db import open_for
 from kaiyuan.db.keys import KeyStore
 from kaiyuan.db.usage import UsageStore
 from kaiyuan.engines.pool import EnginePool
+from kaiyuan.otel import Telemetry
 from kaiyuan.server import errors
 from kaiyuan.server.auth import KeyCheck, Keys
 from kaiyuan.server.metrics import Metrics
@@ -28,6 +30,7 @@ from kaiyuan.server.routes import (
     embeddings,
     health,
     images,
+    keys,
     messages,
     metrics,
     models,
@@ -39,6 +42,12 @@ from kaiyuan.server.routes import (
 from kaiyuan.server.usage import UsageRecorder
 
 DOCS_ASSETS = "/docs/assets"
+# The headers a listed origin's scripts may read besides the plain ones: the limits' counts.
+EXPOSED = [
+    "retry-after",
+    *(f"x-ratelimit-{what}-{unit}" for what in ("limit", "remaining", "reset")
+      for unit in ("requests", "tokens")),
+]  # fmt: skip
 
 
 def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
@@ -74,21 +83,34 @@ def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
     errors.install(app)
     _document_errors_as_served(app)
     for module in (health, models, chat, completions, embeddings, responses, images, videos,
-                   messages, ollama, usage, metrics):  # fmt: skip
+                   messages, ollama, usage, keys, metrics):  # fmt: skip
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
     database = open_for(settings)
     app.state.usage = UsageStore(database)
     app.state.metrics = Metrics(app.state)
+    app.state.telemetry = Telemetry.configured(settings)  # None unless otel_endpoint is set
     app.add_middleware(
         UsageRecorder,
         store=app.state.usage,
         metrics=app.state.metrics,
         pricing=Pricing(settings, app.state),
+        telemetry=app.state.telemetry,
     )
     # Before the body is read: a request without a valid key costs a header lookup.
     app.state.keys = Keys(KeyStore(database))
     app.add_middleware(KeyCheck, keys=app.state.keys, usage=app.state.usage)
+    if settings.cors_origins:  # off by default: no page on another origin may read an answer
+        # Around the key check: a listed origin can read its 401s and 429s, and a preflight
+        # (which carries no key) is answered here.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=EXPOSED,
+            max_age=600,
+        )
     # Added last, so it runs first: a request for another host name is refused unread.
     app.add_middleware(HostCheck, allowed=settings.allowed_hosts)
     return app

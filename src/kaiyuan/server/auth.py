@@ -60,6 +60,11 @@ class Keys:
             self._required = (time.monotonic(), value)
         return value
 
+    def forget(self) -> None:
+        """Drop what is cached (a key was revoked or rotated here: refused from now on)."""
+        self._known.clear()
+        self._required = (0.0, False)
+
     async def check(self, secret: str) -> ApiKey:
         digest = hashlib.sha256(secret.encode("utf-8", "replace")).digest()
         seen = self._known.get(digest.hex())

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kaiyuan.db.usage import UsageRow, UsageStore
+from kaiyuan.otel import Telemetry
 from kaiyuan.server.metrics import Metrics
 from kaiyuan.server.pricing import Pricing
 from kaiyuan.server.serving.meter import METER, Meter
@@ -42,12 +43,19 @@ def app_name(headers: dict[bytes, bytes]) -> str | None:
 
 class UsageRecorder:
     def __init__(
-        self, app: ASGIApp, *, store: UsageStore, metrics: Metrics, pricing: Pricing
+        self,
+        app: ASGIApp,
+        *,
+        store: UsageStore,
+        metrics: Metrics,
+        pricing: Pricing,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.app = app
         self.store = store
         self.metrics = metrics
         self.pricing = pricing
+        self.telemetry = telemetry  # None: no spans (otel_endpoint unset)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(METERED):
@@ -57,24 +65,14 @@ class UsageRecorder:
         state = scope.setdefault("state", {})
         state["meter"] = meter
         token = METER.set(meter)
-        status, done = 500, False
+        status, done, recorded = 500, False, False
 
-        async def watched(message: Message) -> None:
-            nonlocal status, done
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body" and not message.get("more_body"):
-                done = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watched)
-        finally:
-            METER.reset(token)
+        async def record() -> None:
+            nonlocal recorded
+            if recorded:
+                return
+            recorded = True
             duration = time.monotonic() - meter.started
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            self.metrics.observe(template, status, meter, duration)
             key = state.get("api_key")
             row = UsageRow(
                 at=datetime.now(UTC),
@@ -92,10 +90,33 @@ class UsageRecorder:
                 finish_reason=meter.finish_reason,
                 cancelled=not done,
             )
+            if self.telemetry is not None:
+                self.telemetry.request(row, scope)
             try:
                 await asyncio.shield(asyncio.to_thread(self._record, row, meter, duration))
             except Exception:
                 log.exception("a usage row could not be written")
+
+        async def watched(message: Message) -> None:
+            nonlocal status, done
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                # The row is committed before the response's last bytes leave: a client that
+                # has its whole response has its row, even if the server dies right after (T15).
+                done = True
+                await record()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        finally:
+            METER.reset(token)
+            duration = time.monotonic() - meter.started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.observe(template, status, meter, duration)
+            await record()  # a request that ended without its last body message: cancelled
 
     def _record(self, row: UsageRow, meter: Meter, seconds: float) -> None:
         """Off the event loop: the maker and cost (store lookups), then the durable write."""

@@ -108,6 +108,7 @@ async def create_response(body: ResponseRequest, request: Request) -> Any:
         functions=functions,
         tool_choice=_tool_choice(body.tool_choice), max_tool_calls=body.max_tool_calls,
         temperature=0.2 if body.temperature is None else body.temperature,
+        telemetry=state.telemetry,
     )  # fmt: skip
     fields.tools = tool_origins(body, [*agent.tools, *agent.functions])  # as the agent offers
     run_id = traces.start(body.model, task_text(history)) if body.store else uuid.uuid4().hex

@@ -1,0 +1,90 @@
+"""/v1/keys (admin keys only): list, create (the secret in this answer only), revoke and
+rotate, the same as `kaiyuan keys`. A revoked or rotated secret is refused at once here (the
+server's key cache is dropped), within seconds on other servers of the same database."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC
+
+from fastapi import APIRouter, Request
+
+from kaiyuan.db.keys import ApiKey, Limits
+from kaiyuan.errors import InvalidRequest
+from kaiyuan.protocol.kaiyuan.keys import Key, KeyCreate, KeyCreated, KeyList
+from kaiyuan.server.auth import Forbidden, key_of
+from kaiyuan.server.errors import ERROR_RESPONSES
+from kaiyuan.server.routing import ApiRoute
+
+router = APIRouter(tags=["keys"], route_class=ApiRoute, responses=ERROR_RESPONSES)
+
+
+class AdminRequired(Forbidden):
+    code = "admin_required"
+
+
+def _admin(request: Request) -> None:
+    key = key_of(request)
+    if key is None:
+        raise AdminRequired(
+            "managing keys over the API needs an admin key: create the first one with "
+            "`kaiyuan keys create NAME --admin`"
+        )
+    if not key.admin:
+        raise AdminRequired(f"API key '{key.name}' is not an admin key")
+
+
+def _wire(key: ApiKey) -> Key:
+    return Key(**key.public())
+
+
+@router.get("/v1/keys")
+async def list_keys(request: Request) -> KeyList:
+    _admin(request)
+    keys = await asyncio.to_thread(request.app.state.keys.store.list)
+    return KeyList(data=[_wire(k) for k in keys])
+
+
+@router.post("/v1/keys")
+async def create_key(request: Request, body: KeyCreate) -> KeyCreated:
+    _admin(request)
+    if body.budget_tokens is not None and body.budget_usd is not None:
+        raise InvalidRequest("give budget_tokens or budget_usd, not both", param="budget_usd")
+    expires = body.expires_at
+    if expires is not None and expires.tzinfo is None:
+        expires = expires.replace(tzinfo=UTC)
+    limits = Limits(
+        models=tuple(body.models) if body.models is not None else None,
+        rpm=body.rpm,
+        tpm=body.tpm,
+        parallel=body.parallel,
+        budget_tokens=body.budget_tokens,
+        budget_usd=body.budget_usd,
+        period=body.period,
+        expires_at=expires,
+        admin=body.admin,
+        model_limits={
+            model: on.model_dump(exclude_none=True)
+            for model, on in (body.model_limits or {}).items()
+            if on.model_dump(exclude_none=True)
+        }
+        or None,
+    )
+    key, secret = await asyncio.to_thread(request.app.state.keys.store.create, body.name, limits)
+    return KeyCreated(**key.public(), secret=secret)
+
+
+@router.delete("/v1/keys/{name}")
+async def revoke_key(request: Request, name: str) -> Key:
+    _admin(request)
+    key = await asyncio.to_thread(request.app.state.keys.store.revoke, name)
+    request.app.state.keys.forget()
+    return _wire(key)
+
+
+@router.post("/v1/keys/{name}/rotate")
+async def rotate_key(request: Request, name: str) -> KeyCreated:
+    _admin(request)
+    key, secret = await asyncio.to_thread(request.app.state.keys.store.rotate, name)
+    request.app.state.keys.forget()
+    return KeyCreated(**key.public(), secret=secret)
