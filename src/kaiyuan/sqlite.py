@@ -1,5 +1,6 @@
 """One way to open kaiyuan's SQLite files through SQLAlchemy: WAL, a busy timeout (no stray
-"database is locked"), foreign keys on."""
+"database is locked"), synchronous FULL (a committed usage row survives power loss, T15; the
+default of most builds, stated so another build cannot weaken it), foreign keys on."""
 
 from __future__ import annotations
 
@@ -20,5 +21,6 @@ def _pragmas(connection: Any, _: Any) -> None:
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode = WAL")
     cursor.execute("PRAGMA busy_timeout = 5000")
+    cursor.execute("PRAGMA synchronous = FULL")
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.close()
