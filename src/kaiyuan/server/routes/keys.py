@@ -16,7 +16,8 @@ from kaiyuan.server.auth import Forbidden, key_of
 from kaiyuan.server.errors import ERROR_RESPONSES
 from kaiyuan.server.routing import ApiRoute
 
-router = APIRouter(tags=["keys"], route_class=ApiRoute, responses=ERROR_RESPONSES)
+ADMIN_ONLY = {403: {**ERROR_RESPONSES[400], "description": "Not an admin key (admin_required)"}}
+router = APIRouter(tags=["keys"], route_class=ApiRoute, responses={**ERROR_RESPONSES, **ADMIN_ONLY})
 
 
 class AdminRequired(Forbidden):
