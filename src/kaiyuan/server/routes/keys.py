@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC
+from typing import Any
 
 from fastapi import APIRouter, Request
 
@@ -16,7 +17,9 @@ from kaiyuan.server.auth import Forbidden, key_of
 from kaiyuan.server.errors import ERROR_RESPONSES
 from kaiyuan.server.routing import ApiRoute
 
-ADMIN_ONLY = {403: {**ERROR_RESPONSES[400], "description": "Not an admin key (admin_required)"}}
+ADMIN_ONLY: dict[int | str, dict[str, Any]] = {
+    403: {**ERROR_RESPONSES[400], "description": "Not an admin key (admin_required)"}
+}
 router = APIRouter(tags=["keys"], route_class=ApiRoute, responses={**ERROR_RESPONSES, **ADMIN_ONLY})
 
 
