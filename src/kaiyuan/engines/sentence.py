@@ -31,7 +31,10 @@ class SentenceTransformerEngine(SerialEmbeddingEngine):
             max_tokens=int(self._model.max_seq_length or 512), created=options.created,
             owned_by=options.owned_by,
         )  # fmt: skip
-        self.dimensions = int(self._model.get_sentence_embedding_dimension() or 0)
+        # get_embedding_dimension since sentence-transformers 6.x; the old name before it
+        size = getattr(self._model, "get_embedding_dimension", None)
+        size = size or self._model.get_sentence_embedding_dimension
+        self.dimensions = int(size() or 0)
 
     @property
     def alive(self) -> bool:
