@@ -186,57 +186,21 @@ class Telemetry:
                 "kaiyuan.agent.run_id": run_id,  # `kaiyuan trace RUN_ID` shows the steps
             },
         )
-        return _RunSpans(self.tracer, span)
+        return RunSpans(self.tracer, span)
 
 
 class StepSpan:
-    """One model turn or tool call of an agent run; this base records nothing."""
+    """One model turn or tool call of an agent run; without a span (``NOTHING``'s steps) it
+    records nothing."""
 
-    def headers(self) -> dict[str, str]:
-        """The W3C ``traceparent`` to send with the step's request (none here)."""
-        return {}
-
-    def end(
-        self,
-        *,
-        error: str | None = None,
-        response_model: str | None = None,
-        response_id: str | None = None,
-        finish_reason: str | None = None,
-        input_tokens: int | None = None,
-        output_tokens: int | None = None,
-    ) -> None:
-        """The step is over; ``error``: its error.type, when it failed."""
-
-
-class RunSpans:
-    """The spans of one agent run; this base (``NOTHING``) records nothing, at no cost."""
-
-    def turn(self, model: str, temperature: float, max_tokens: int | None) -> StepSpan:
-        return StepSpan()
-
-    def tool(self, name: str, call_id: str) -> StepSpan:
-        return StepSpan()
-
-    def end(
-        self,
-        *,
-        stop_reason: str | None = None,
-        usage: Mapping[str, int] | None = None,
-        error: BaseException | None = None,
-    ) -> None:
-        """The run is over: its totals, or the exception that ended it."""
-
-
-NOTHING = RunSpans()
-
-
-class _StepSpan(StepSpan):
-    def __init__(self, span: Span, run: _RunSpans) -> None:
+    def __init__(self, span: Span | None = None, run: RunSpans | None = None) -> None:
         self.span = span
         self.run = run
 
     def headers(self) -> dict[str, str]:
+        """The W3C ``traceparent`` to send with the step's request (none without a span)."""
+        if self.span is None:
+            return {}
         from opentelemetry.trace import set_span_in_context
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -254,10 +218,11 @@ class _StepSpan(StepSpan):
         input_tokens: int | None = None,
         output_tokens: int | None = None,
     ) -> None:
+        """The step is over; ``error``: its error.type, when it failed."""
+        if self.span is None or self.run is None or self not in self.run.open:
+            return
         from opentelemetry.trace import StatusCode
 
-        if self not in self.run.open:
-            return
         self.run.open.remove(self)
         attributes: dict[str, Any] = {
             "gen_ai.response.model": response_model,
@@ -273,25 +238,31 @@ class _StepSpan(StepSpan):
         self.span.end()
 
 
-class _RunSpans(RunSpans):
-    def __init__(self, tracer: Tracer, span: Span) -> None:
+class RunSpans:
+    """The spans of one agent run; without a tracer (``NOTHING``) it records nothing, at no
+    cost."""
+
+    def __init__(self, tracer: Tracer | None = None, span: Span | None = None) -> None:
         self.tracer = tracer
         self.span = span
-        self.open: list[_StepSpan] = []  # steps not ended yet: the run's end ends them
+        self.open: list[StepSpan] = []  # steps not ended yet: the run's end ends them
 
-    def _step(self, name: str, kind: Any, attributes: dict[str, Any]) -> StepSpan:
-        from opentelemetry.trace import set_span_in_context
+    def _step(self, name: str, kind: str, attributes: dict[str, Any]) -> StepSpan:
+        if self.tracer is None or self.span is None:
+            return StepSpan()
+        from opentelemetry.trace import SpanKind, set_span_in_context
 
         span = self.tracer.start_span(
-            name, context=set_span_in_context(self.span), kind=kind, attributes=attributes
+            name,
+            context=set_span_in_context(self.span),
+            kind=SpanKind[kind],
+            attributes=attributes,
         )
-        step = _StepSpan(span, self)
+        step = StepSpan(span, self)
         self.open.append(step)
         return step
 
     def turn(self, model: str, temperature: float, max_tokens: int | None) -> StepSpan:
-        from opentelemetry.trace import SpanKind
-
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "chat",
             "gen_ai.provider.name": PROVIDER,
@@ -301,21 +272,16 @@ class _RunSpans(RunSpans):
         }
         if max_tokens is not None:
             attributes["gen_ai.request.max_tokens"] = max_tokens
-        return self._step(f"chat {model}", SpanKind.CLIENT, attributes)
+        return self._step(f"chat {model}", "CLIENT", attributes)
 
     def tool(self, name: str, call_id: str) -> StepSpan:
-        from opentelemetry.trace import SpanKind
-
-        return self._step(
-            f"execute_tool {name}",
-            SpanKind.INTERNAL,
-            {
-                "gen_ai.operation.name": "execute_tool",
-                "gen_ai.tool.name": name,
-                "gen_ai.tool.call.id": call_id,
-                "gen_ai.tool.type": "function",
-            },
-        )
+        attributes = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": name,
+            "gen_ai.tool.call.id": call_id,
+            "gen_ai.tool.type": "function",
+        }
+        return self._step(f"execute_tool {name}", "INTERNAL", attributes)
 
     def end(
         self,
@@ -324,10 +290,11 @@ class _RunSpans(RunSpans):
         usage: Mapping[str, int] | None = None,
         error: BaseException | None = None,
     ) -> None:
+        """The run is over: its totals, or the exception that ended it."""
+        if self.span is None or not self.span.is_recording():  # nothing, or ended already
+            return
         from opentelemetry.trace import StatusCode
 
-        if not self.span.is_recording():  # ended already
-            return
         failure = type(error).__name__ if error is not None else None
         for step in list(self.open):  # cut short (a cancelled run): ended with the run
             step.end(error=failure or "unfinished")
@@ -340,3 +307,6 @@ class _RunSpans(RunSpans):
             self.span.set_attribute("error.type", failure)
             self.span.set_status(StatusCode.ERROR)
         self.span.end()
+
+
+NOTHING = RunSpans()
