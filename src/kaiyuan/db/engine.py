@@ -5,11 +5,10 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError
 
 from kaiyuan.config import Settings
@@ -37,24 +36,21 @@ def open_for(settings: Settings) -> Engine:
 def open_database(home: Path, url: str | None = None) -> Engine:
     """An engine on the database, its schema migrated to this version (once per process)."""
     target = database_url(home, url)
-    engine = create_engine(target, pool_pre_ping=not target.startswith("sqlite"))
-    if engine.dialect.name == "sqlite":
+    backend = make_url(target).get_backend_name()
+    # PostgreSQL sessions in UTC, whatever the server's zone: timestamps read back, and days
+    # cut from them (``kaiyuan usage --by day``), are UTC's, as on SQLite.
+    engine = create_engine(
+        target,
+        pool_pre_ping=backend != "sqlite",
+        connect_args={"options": "-c TimeZone=UTC"} if backend == "postgresql" else {},
+    )
+    if backend == "sqlite":
         event.listen(engine, "connect", _pragmas)
-    elif engine.dialect.name == "postgresql":
-        event.listen(engine, "connect", _utc)
     with _lock:
         if target not in _migrated:
             _upgrade_racing(engine)
             _migrated.add(target)
     return engine
-
-
-def _utc(connection: Any, _record: Any) -> None:
-    """Sessions in UTC, whatever the server's zone: timestamps read back, and days cut from
-    them (``kaiyuan usage --by day``), are UTC's, as on SQLite. Committed: a rolled-back SET
-    would be undone."""
-    connection.execute("SET TIME ZONE 'UTC'")
-    connection.commit()
 
 
 def _upgrade_racing(engine: Engine, tries: int = 5) -> None:

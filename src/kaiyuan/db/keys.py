@@ -149,7 +149,7 @@ class KeyStore:
                     budget_tokens=limits.budget_tokens,
                     budget_usd=limits.budget_usd,
                     period=limits.period,
-                    expires_at=limits.expires_at,
+                    expires_at=_aware(limits.expires_at) if limits.expires_at else None,
                     admin=limits.admin,
                     model_limits=limits.model_limits,
                     created_at=datetime.now(UTC),

@@ -21,6 +21,7 @@ from kaiyuan.engines.pool import EnginePool
 from kaiyuan.otel import Telemetry
 from kaiyuan.server import errors
 from kaiyuan.server.auth import KeyCheck, Keys
+from kaiyuan.server.limits import LIMIT_HEADERS
 from kaiyuan.server.metrics import Metrics
 from kaiyuan.server.middleware import BodyLimit, HostCheck
 from kaiyuan.server.pricing import Pricing
@@ -42,14 +43,9 @@ from kaiyuan.server.routes import (
 from kaiyuan.server.usage import UsageRecorder
 
 DOCS_ASSETS = "/docs/assets"
+
+
 # The headers a listed origin's scripts may read besides the plain ones: the limits' counts.
-EXPOSED = [
-    "retry-after",
-    *(f"x-ratelimit-{what}-{unit}" for what in ("limit", "remaining", "reset")
-      for unit in ("requests", "tokens")),
-]  # fmt: skip
-
-
 def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
     """Build the server. Without ``pool`` the app loads ``settings.models`` on startup (and
     frees them on shutdown); a pool passed in stays the caller's to close."""
@@ -108,7 +104,7 @@ def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["*"],
-            expose_headers=EXPOSED,
+            expose_headers=list(LIMIT_HEADERS),
             max_age=600,
         )
     # Added last, so it runs first: a request for another host name is refused unread.

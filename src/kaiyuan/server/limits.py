@@ -19,6 +19,12 @@ from kaiyuan.db.usage import UsageStore, period_start
 from kaiyuan.errors import KaiyuanError
 
 WINDOW = 60.0
+# The headers a limited answer may carry (CORS exposes them to browser apps).
+LIMIT_HEADERS = (
+    "retry-after",
+    *(f"x-ratelimit-{what}-{unit}" for what in ("limit", "remaining", "reset")
+      for unit in ("requests", "tokens")),
+)  # fmt: skip
 
 
 class RateLimited(KaiyuanError):

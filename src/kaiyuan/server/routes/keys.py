@@ -5,7 +5,6 @@ server's key cache is dropped), within seconds on other servers of the same data
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -54,26 +53,12 @@ async def create_key(request: Request, body: KeyCreate) -> KeyCreated:
     _admin(request)
     if body.budget_tokens is not None and body.budget_usd is not None:
         raise InvalidRequest("give budget_tokens or budget_usd, not both", param="budget_usd")
-    expires = body.expires_at
-    if expires is not None and expires.tzinfo is None:
-        expires = expires.replace(tzinfo=UTC)
-    limits = Limits(
-        models=tuple(body.models) if body.models is not None else None,
-        rpm=body.rpm,
-        tpm=body.tpm,
-        parallel=body.parallel,
-        budget_tokens=body.budget_tokens,
-        budget_usd=body.budget_usd,
-        period=body.period,
-        expires_at=expires,
-        admin=body.admin,
-        model_limits={
-            model: on.model_dump(exclude_none=True)
-            for model, on in (body.model_limits or {}).items()
-            if on.model_dump(exclude_none=True)
-        }
-        or None,
-    )
+    fields = body.model_dump(exclude={"name"}, exclude_none=True)
+    if "models" in fields:
+        fields["models"] = tuple(fields["models"])
+    if "model_limits" in fields:  # a model named with no limit of its own adds nothing
+        fields["model_limits"] = {m: on for m, on in fields["model_limits"].items() if on} or None
+    limits = Limits(**fields)
     key, secret = await asyncio.to_thread(request.app.state.keys.store.create, body.name, limits)
     return KeyCreated(**key.public(), secret=secret)
 
