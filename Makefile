@@ -5,8 +5,9 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 # Debian packages the build and the tests need (installed only when missing); postgresql: the
-# storage tests start a throwaway server of their own (its service is never started).
-DEB_PACKAGES := build-essential cmake bubblewrap postgresql
+# storage tests start a throwaway server of their own (its service is never started); chromium:
+# the web app's tests drive it through Playwright.
+DEB_PACKAGES := build-essential cmake bubblewrap postgresql chromium
 
 .PHONY: install serve test lint bench clean system-deps
 

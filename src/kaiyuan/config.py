@@ -133,6 +133,10 @@ class Settings(BaseSettings):
         description="Dollars per million input and output tokens per model, e.g. "
         '`"qwen3-8b" = [0.05, 0.2]` (a table in config.toml); used by usage and USD budgets.',
     )
+    no_ui: bool = Field(
+        False,
+        description="Serve the API only: no web app at / (the API paths are the same either way).",
+    )
     no_auth: bool = Field(
         False,
         description="Serve a non-loopback address (--host 0.0.0.0) with no API keys, on "

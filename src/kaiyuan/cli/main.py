@@ -71,6 +71,7 @@ def cli() -> None:
 @setting("allowed_hosts", "--allow-host")
 @setting("cors_origins", "--cors-origin")
 @setting("no_auth")
+@setting("no_ui")
 @setting("stall_timeout")
 @setting("log_level")
 @setting("memory_budget")

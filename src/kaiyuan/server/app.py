@@ -41,6 +41,7 @@ from kaiyuan.server.routes import (
     videos,
 )
 from kaiyuan.server.usage import UsageRecorder
+from kaiyuan.web import app as web
 
 DOCS_ASSETS = "/docs/assets"
 
@@ -81,6 +82,8 @@ def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
     for module in (health, models, chat, completions, embeddings, responses, images, videos,
                    messages, ollama, usage, keys, metrics):  # fmt: skip
         app.include_router(module.router)
+    if not settings.no_ui:
+        app.include_router(web.router())
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
     database = open_for(settings)
     app.state.usage = UsageStore(database)

@@ -29,7 +29,8 @@ from kaiyuan.server.errors import payload
 from kaiyuan.server.limits import Budgets, Limiter, RateLimited, Ticket
 
 TTL = 2.0
-OPEN_PATHS = ("/health", "/ready", "/metrics", "/docs", "/redoc", "/openapi.json")
+# The web app's page and assets are open: the page asks for a key and sends it with each call.
+OPEN_PATHS = ("/", "/app", "/health", "/ready", "/metrics", "/docs", "/redoc", "/openapi.json")
 HOW = "send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'"
 
 
@@ -157,7 +158,7 @@ class KeyCheck:
 
 
 def _open(path: str) -> bool:
-    return any(path == p or path.startswith(p + "/") for p in OPEN_PATHS)
+    return any(path == p or (p != "/" and path.startswith(p + "/")) for p in OPEN_PATHS)
 
 
 async def _refuse(send: Send, path: str, exc: KaiyuanError) -> None:

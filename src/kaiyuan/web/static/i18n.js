@@ -1,0 +1,39 @@
+// Every visible string goes through t(); the page's static text carries data-i18n keys.
+const LANGUAGES = ["en", "zh-CN"];
+let strings = {};
+let current = "en";
+
+export function pick() {
+  const saved = localStorage.getItem("kaiyuan.language");
+  if (LANGUAGES.includes(saved)) return saved;
+  for (const wanted of navigator.languages || [navigator.language]) {
+    if (wanted.toLowerCase().startsWith("zh")) return "zh-CN";
+    if (wanted.toLowerCase().startsWith("en")) return "en";
+  }
+  return "en";
+}
+
+export async function use(language, base) {
+  const response = await fetch(`${base}/i18n/${language}.json`);
+  strings = await response.json();
+  current = language;
+  document.documentElement.lang = language;
+  localStorage.setItem("kaiyuan.language", language);
+  for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of document.querySelectorAll("[data-i18n-placeholder]")) {
+    el.placeholder = t(el.dataset.i18nPlaceholder);
+  }
+  for (const el of document.querySelectorAll("[data-i18n-label]")) {
+    el.setAttribute("aria-label", t(el.dataset.i18nLabel));
+    el.title = t(el.dataset.i18nLabel);
+  }
+}
+
+export function language() {
+  return current;
+}
+
+export function t(key, values = {}) {
+  const text = strings[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (_, name) => String(values[name] ?? ""));
+}

@@ -1,0 +1,39 @@
+"""Browser fixtures: Playwright for Python driving Debian's Chromium (installed by `make`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+CHROMIUM = "/usr/lib/chromium/chromium"  # not /usr/bin/chromium, a wrapper that adds flags
+AXE = Path(__file__).with_name("vendor") / "axe.min.js"
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A fresh context per test (its own storage), English; console errors are collected and a
+    screenshot is kept beside the test's files."""
+    context = browser.new_context(locale="en-US", viewport={"width": 1200, "height": 800})
+    page = context.new_page()
+    page.errors = []  # type: ignore[attr-defined]
+    page.on("pageerror", lambda error: page.errors.append(str(error)))  # type: ignore[attr-defined]
+    yield page
+    page.screenshot(path=str(tmp_path / f"{request.node.name}.png"), full_page=True)
+    context.close()
+
+
+def ready(page: Page, url: str) -> None:
+    """Open the app and wait until it has loaded its models and conversations."""
+    page.goto(url)
+    page.wait_for_selector("body[data-ready='true']", timeout=15_000)
