@@ -24,6 +24,7 @@ async function askKey(message) {
 }
 
 async function route() {
+  if (location.hash && !location.hash.startsWith("#/")) return;  // an in-page link (skip link)
   const [, page, id] = location.hash.split("/");
   if (!page || page === "chat") await chat.open(id ? decodeURIComponent(id) : null);
 }

@@ -95,8 +95,8 @@ export function show() {
   list.replaceChildren(...state.conversation.messages.map(view));
   $("system").value = state.conversation.system || "";
   const s = state.conversation.settings || {};
-  if (s.temperature !== undefined) $("temperature").value = s.temperature;
-  if (s.max_tokens !== undefined) $("max-tokens").value = s.max_tokens;
+  $("temperature").value = s.temperature ?? "";
+  $("max-tokens").value = s.max_tokens ?? "";
   list.lastElementChild?.scrollIntoView({ block: "end" });
 }
 
@@ -156,7 +156,9 @@ async function ask(user) {
   const m = model();
   c.model = m.id;
   c.system = $("system").value;
-  c.settings = { temperature: Number($("temperature").value), max_tokens: Number($("max-tokens").value) };
+  c.settings = {};  // only what the user set: the server's defaults fit the model
+  if ($("temperature").value !== "") c.settings.temperature = Number($("temperature").value);
+  if ($("max-tokens").value !== "") c.settings.max_tokens = Number($("max-tokens").value);
   c.messages.push(user);
   if (!c.title) c.title = user.content.slice(0, 60) || t("untitled");
   const answer = { role: "assistant", content: "", reasoning: null, model: m.id, stats: null };
