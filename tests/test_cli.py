@@ -453,8 +453,11 @@ def test_startup_lines_drop_the_demo_note_when_a_real_model_is_served() -> None:
     assert "models    qwen (loaded)" in real
     assert "base_url=http://127.0.0.1:8123/v1" in real
     assert "demo" not in real and "recommend" not in real
+    assert "web app   http://127.0.0.1:8123/" in real
     demo = startup_text(Settings(), EnginePool([ScriptedEngine(DEFAULT_MODEL)]), 8123)
     assert "small offline demo" in demo
+    api_only = startup_text(Settings(no_ui=True), EnginePool([ScriptedEngine("qwen")]), 8123)
+    assert "web app" not in api_only
 
 
 @pytest.mark.parametrize(

@@ -91,6 +91,7 @@ def startup_text(settings: Settings, pool: EnginePool, port: int) -> str:
     config = config_file()
     lines = [
         f"kaiyuan {__version__} is ready",
+        *([] if settings.no_ui else [f"  web app   {local}/  (chat in your browser)"]),
         f"  models    {models}",
         f"  OpenAI    base_url={api}  (any api_key)",
         f"  API docs  {local}/docs",
