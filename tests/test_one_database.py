@@ -31,7 +31,8 @@ def test_traces_and_video_jobs_live_in_the_one_database(tmp_path: Path, database
     jobs.close()
     engine = open_database(tmp_path, database_url)
     tables = set(inspect(engine).get_table_names())
-    assert {"api_keys", "usage", "usage_daily", "agent_runs", "agent_steps", "video_jobs"} <= tables
+    shared = {"api_keys", "usage", "usage_daily", "agent_runs", "agent_steps", "video_jobs"}
+    assert shared | {"conversations"} <= tables
     with engine.connect() as db:
         assert db.execute(text("SELECT task FROM agent_runs")).scalar_one() == "a task"
         assert db.execute(text("SELECT name FROM agent_steps")).scalar_one() == "search"
@@ -97,4 +98,4 @@ def test_processes_opening_a_fresh_database_at_once_all_find_it_migrated(
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err.decode()
     with open_database(tmp_path, database_url).connect() as db:
-        assert db.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"
+        assert db.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Engine, delete, func, insert, select, update
 
-from kaiyuan.db.schema import api_keys
+from kaiyuan.db.schema import api_keys, conversations
 from kaiyuan.errors import InvalidRequest, NotFound
 
 Period = Literal["day", "month"]
@@ -188,7 +188,8 @@ class KeyStore:
         return self.get(name)
 
     def rotate(self, name: str) -> tuple[ApiKey, str]:
-        """A new secret for the key (the old one stops working at once); same limits."""
+        """A new secret for the key (the old one stops working at once); same limits, and the
+        same conversations."""
         old = self.get(name)
         if old.revoked_at is not None:
             raise InvalidRequest(f"key '{name}' is revoked; create a new one", param="name")
@@ -198,6 +199,10 @@ class KeyStore:
                 update(api_keys)
                 .where(api_keys.c.id == old.id)
                 .values(id=key_id, secret_sha256=_digest(secret))
+            )
+            # What the key owns is the key's, whatever its secret: its conversations follow.
+            db.execute(
+                update(conversations).where(conversations.c.owner == old.id).values(owner=key_id)
             )
         return self.get(name), secret
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
 )
 
 metadata = MetaData()
@@ -80,4 +81,22 @@ usage_daily = Table(
     Column("cached_tokens", BigInteger, nullable=False),
     Column("completion_tokens", BigInteger, nullable=False),
     Column("cost_usd", Float, nullable=False),
+)
+
+# Chats the web app keeps on the server: one row per conversation, its messages a JSON list.
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", String(40), primary_key=True),  # conv_<24 hex>
+    Column("owner", String(16), nullable=True),  # the key's id; None on a server without keys
+    Column("title", String(200), nullable=False),
+    Column("model", String(256), nullable=True),
+    Column("system", Text, nullable=True),
+    Column("settings", JSON, nullable=False),
+    Column("messages", JSON, nullable=False),
+    # The title and every message's content, case-folded: what ?q= searches with LIKE.
+    Column("search", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("conversations_owner_updated", "owner", "updated_at"),
 )
