@@ -15,6 +15,7 @@ from starlette.middleware.cors import CORSMiddleware
 from kaiyuan import __version__
 from kaiyuan.config import Settings
 from kaiyuan.db import open_for
+from kaiyuan.db.conversations import ConversationStore
 from kaiyuan.db.keys import KeyStore
 from kaiyuan.db.usage import UsageStore
 from kaiyuan.engines.pool import EnginePool
@@ -28,6 +29,7 @@ from kaiyuan.server.pricing import Pricing
 from kaiyuan.server.routes import (
     chat,
     completions,
+    conversations,
     embeddings,
     health,
     images,
@@ -80,13 +82,14 @@ def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
     errors.install(app)
     _document_errors_as_served(app)
     for module in (health, models, chat, completions, embeddings, responses, images, videos,
-                   messages, ollama, usage, keys, metrics):  # fmt: skip
+                   messages, ollama, usage, keys, conversations, metrics):  # fmt: skip
         app.include_router(module.router)
     if not settings.no_ui:
         app.include_router(web.router())
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
     database = open_for(settings)
     app.state.usage = UsageStore(database)
+    app.state.conversations = ConversationStore(database)
     app.state.metrics = Metrics(app.state)
     app.state.telemetry = Telemetry.configured(settings)  # None unless otel_endpoint is set
     app.add_middleware(
