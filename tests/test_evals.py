@@ -103,6 +103,11 @@ def test_eval_of_every_suite_through_a_loopback_server(
         assert speed["cost_per_million_tokens"] > 0
         assert 0 <= row["refusal_rate"] <= 1
         assert row["score"] is None or 0 <= row["score"] <= 1
+        if row["score"] is not None:  # with its uncertainty (test_eval_uncertainty.py)
+            low, high = row["score_ci95"]
+            assert row["score_n"] == 2 and 0 <= low <= row["score"] <= high <= 1
+            assert row["score_stderr"] is not None
+        assert row["refusal_rate_n"] == 2 and len(row["refusal_rate_ci95"]) == 2
     assert rows["humaneval"]["metric"] == "pass@1" and rows["refusal"]["metric"] == "refusal_rate"
     assert rows["humaneval"]["language_match"] is None  # code has no language to match
     assert rows["bilingual"]["language_match"] is not None
@@ -129,6 +134,7 @@ def test_local_models_run_in_process_with_a_progress_bar(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     assert f"{MODEL} · bilingual" in done.stderr and "2/2" in done.stderr  # the progress bar
     assert "report:" in done.stdout
+    assert "n=2" in done.stdout  # the score's interval: "50.0% ± 70.7 (95% CI …, n=2)"
     report = json.loads((out / "report.json").read_text())
     assert report["endpoint"].startswith("local") and report["results"][0]["answered"] == 2
 

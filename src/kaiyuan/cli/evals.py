@@ -109,7 +109,7 @@ def run_eval(
             row["model"],
             row["suite"],
             row["metric"],
-            "–" if row["score"] is None else f"{100 * row['score']:.1f}%",
+            report.score_text(row),
             "–" if speed is None else f"{speed:.1f}",
             str(row["errors"]),
         )

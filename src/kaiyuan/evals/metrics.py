@@ -7,11 +7,16 @@
 - throughput: output tokens over the time at least one request was in flight (the union of the
   requests' intervals, so pauses and resumed runs do not count);
 - cost: $/hour × that busy time, per million tokens (all, and output only).
+
+And the uncertainty of a score that is a share of items (accuracy, pass@1, refusal rate): its
+standard error as lm-eval reports it and a 95% Wilson score interval.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,3 +132,41 @@ def summarise(timings: Sequence[Timing], dollars_per_hour: float | None = None) 
         if output:
             summary["cost_per_million_output_tokens"] = cost / output * 1e6
     return summary
+
+
+# --- the uncertainty of a score -------------------------------------------------------------
+Z95 = statistics.NormalDist().inv_cdf(0.975)  # 1.96: both tails of a 95% interval
+
+
+def stderr(values: Sequence[float]) -> float | None:
+    """The standard error of a mean as lm-eval reports it (its ``mean_stderr``): the sample
+    standard deviation, with n − 1, over √n. None for fewer than two values."""
+    if len(values) < 2:
+        return None
+    return statistics.stdev(values) / math.sqrt(len(values))
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of ``successes`` out of ``n``: it stays inside [0, 1] and is
+    not zero-width at 0 of n or n of n, where p ± z·stderr fails (2 of 8: 0.07–0.59)."""
+    if not 0 <= successes <= n or n == 0:
+        raise ValueError(f"no proportion in {successes} of {n}")
+    p = successes / n
+    shrink = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / shrink
+    half = z / shrink * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def proportion(successes: int, n: int) -> dict[str, Any]:
+    """A share of ``n`` items with its uncertainty: ``value``, ``n``, ``stderr`` (of the n
+    0/1 values, so √(p(1 − p)/(n − 1))) and the 95% Wilson interval ``ci95``; all None but
+    ``n`` when there are no items."""
+    if n == 0:
+        return {"value": None, "n": 0, "stderr": None, "ci95": None}
+    return {
+        "value": successes / n,
+        "n": n,
+        "stderr": stderr([1.0] * successes + [0.0] * (n - successes)),
+        "ci95": list(wilson(successes, n)),
+    }

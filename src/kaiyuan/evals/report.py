@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kaiyuan.evals import charts
-from kaiyuan.evals.metrics import Timing, summarise
+from kaiyuan.evals.metrics import Timing, proportion, summarise
 from kaiyuan.evals.runner import Plan, read_results, results_path
 
 CSS = """
@@ -79,18 +79,19 @@ def _pair(
     scores = [r["score"] for r in answered]
     judged = [s for s in scores if s["correct"] is not None]
     languages = [s["language_match"] for s in scores if s["language_match"] is not None]
+    right = sum(bool(s["correct"]) for s in judged)
     return {
         "model": model,
         "suite": suite,
         "metric": metric,
         # items that errored or were not reached count against the score
-        "score": sum(bool(s["correct"]) for s in judged) / items if judged and items else None,
+        **_share("score", right, items if judged else 0),
         "items": items,
         "answered": len(answered),
         "errors": len(records) - len(answered),
         "missing": items - len(records),
-        "refusal_rate": sum(s["refused"] for s in scores) / len(scores) if scores else None,
-        "language_match": sum(languages) / len(languages) if languages else None,
+        **_share("refusal_rate", sum(s["refused"] for s in scores), len(scores)),
+        **_share("language_match", sum(languages), len(languages)),
         "estimated_tokens": any(r.get("estimated_tokens") for r in answered),
         "speed": summarise(
             [Timing.from_dict(r["timing"]) for r in answered], plan.dollars_per_hour
@@ -98,15 +99,31 @@ def _pair(
     }
 
 
+SPREAD = ("n", "stderr", "ci95")
+SCORE_NOTE = (
+    "± is one standard error (the sample standard deviation of the items' 0/1 scores, with"
+    " n − 1, over √n, as lm-eval reports it); the 95% CI is the Wilson score interval. A"
+    " score's n is all the suite's items (one that errored or was not reached counts as"
+    " wrong); a refusal rate's or language match's n is the items answered."
+)
+
+
+def _share(name: str, successes: int, n: int) -> dict[str, Any]:
+    """``name`` (the share, None without items) and next to it ``name_n``, ``name_stderr``
+    and ``name_ci95`` ([low, high], 95% Wilson), as lm-eval names ``acc`` and ``acc_stderr``."""
+    spread = proportion(successes, n)
+    return {name: spread["value"]} | {f"{name}_{key}": spread[key] for key in SPREAD}
+
+
 def eval_html(report: dict[str, Any]) -> str:
     results = report["results"]
     models, suites = report["models"], list(report["suites"])
     by = {(r["model"], r["suite"]): r for r in results}
-    score_rows = [[model, *(_pct(by[(model, s)]["score"]) for s in suites)] for model in models]
+    score_rows = [[model, *(score_text(by[(model, s)]) for s in suites)] for model in models]
     detail_rows = [
         [
-            r["model"], r["suite"], r["metric"], _pct(r["score"]), f"{r['answered']}/{r['items']}",
-            str(r["errors"]), _pct(r["refusal_rate"]), _pct(r["language_match"]),
+            r["model"], r["suite"], r["metric"], score_text(r), f"{r['answered']}/{r['items']}",
+            str(r["errors"]), score_text(r, "refusal_rate"), score_text(r, "language_match"),
         ]
         for r in results
     ]  # fmt: skip
@@ -116,18 +133,27 @@ def eval_html(report: dict[str, Any]) -> str:
          d["source"], d["licence"]]
         for name, d in report["suites"].items()
     ]  # fmt: skip
-    plots = []
+    plots = [
+        charts.score_bars(
+            [f"{s} ({report['suites'][s]['metric']})" for s in suites],
+            {model: [_interval(by[(model, s)]) for s in suites] for model in models},
+            y="score (95% interval)",
+            title="scores",
+        )
+    ]
     for suite in suites:
         points = [
-            (r["model"], r["speed"]["output_tokens_per_second"], r["score"])
+            (r["model"], r["speed"]["output_tokens_per_second"], *interval)
             for r in results
-            if r["suite"] == suite and r["score"] is not None
+            if r["suite"] == suite and (interval := _interval(r)) is not None
             and r["speed"]["output_tokens_per_second"] is not None
         ]  # fmt: skip
         if points:
             metric = report["suites"][suite]["metric"]
             plots.append(
-                charts.scatter(points, x="output tokens/s", y=metric, title=f"{suite}: {metric}")
+                charts.score_scatter(
+                    points, x="output tokens/s", y=metric, title=f"{suite}: {metric}"
+                )
             )
     plots.append(_cost_or_speed_chart(report["overall"]))
     settings = report["settings"]
@@ -138,6 +164,7 @@ def eval_html(report: dict[str, Any]) -> str:
             f" · kaiyuan {escape(report['kaiyuan'])} · settings <code>"
             f"{escape(json.dumps(settings))}</code></p>",
             "<h2>Scores</h2>",
+            f"<p>{escape(SCORE_NOTE)}</p>",
             html_table(["model", *suites], score_rows),
             "<h2>Speed and cost (all suites)</h2>",
             html_table(SPEED_HEADER, speed_rows),
@@ -235,6 +262,25 @@ def _triple(values: dict[str, float | None], scale: float) -> str:
 
 def _num(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def score_text(row: dict[str, Any], name: str = "score") -> str:
+    """A share with its uncertainty, "25.0% ± 16.4 (95% CI 7.1–59.1%, n=8)" (± one standard
+    error, left out under two items), or "–" without items."""
+    if row[name] is None:
+        return "–"
+    text, error = _pct(row[name]), row[f"{name}_stderr"]
+    if error is not None:
+        text += f" ± {100 * error:.1f}"
+    low, high = row[f"{name}_ci95"]
+    return f"{text} (95% CI {100 * low:.1f}–{100 * high:.1f}%, n={row[f'{name}_n']})"
+
+
+def _interval(row: dict[str, Any]) -> charts.Interval | None:
+    if row["score"] is None:
+        return None
+    low, high = row["score_ci95"]
+    return row["score"], low, high
 
 
 def _pct(value: float | None) -> str:
