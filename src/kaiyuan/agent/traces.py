@@ -140,6 +140,40 @@ class Traces:
             found = session.scalars(select(Run).order_by(Run.created.desc()).limit(limit)).all()
             return [_run_dict(r) for r in found]
 
+    def find(
+        self,
+        *,
+        model: str | None = None,
+        tool: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """Runs, newest first, each with its steps (``trace``); filters combine."""
+        query = select(Run).order_by(Run.created.desc()).limit(limit)
+        if model:
+            query = query.where(Run.model == model)
+        if status:
+            query = query.where(Run.status == status)
+        if since is not None:
+            query = query.where(Run.created >= since)
+        if until is not None:
+            query = query.where(Run.created < until)
+        if tool:
+            called = select(Step.run_id).where(Step.kind == "tool", Step.name == tool)
+            query = query.where(Run.id.in_(called))
+        with Session(self.engine) as session:
+            runs = session.scalars(query).all()
+            steps: dict[str, list[dict[str, Any]]] = {r.id: [] for r in runs}
+            if runs:
+                rows = session.scalars(
+                    select(Step).where(Step.run_id.in_(steps)).order_by(Step.index)
+                ).all()
+                for step in rows:
+                    steps[step.run_id].append(_step_dict(step))
+            return [{**_run_dict(r), "trace": steps[r.id]} for r in runs]
+
     def get(self, run_id: str) -> dict[str, Any]:
         """A run with its steps; ``run_id`` may be a unique prefix (as printed by `traces`)."""
         with Session(self.engine) as session:

@@ -27,9 +27,11 @@ from kaiyuan.server.metrics import Metrics
 from kaiyuan.server.middleware import BodyLimit, HostCheck
 from kaiyuan.server.pricing import Pricing
 from kaiyuan.server.routes import (
+    catalog,
     chat,
     completions,
     conversations,
+    documents,
     embeddings,
     health,
     images,
@@ -39,6 +41,7 @@ from kaiyuan.server.routes import (
     models,
     ollama,
     responses,
+    traces,
     usage,
     videos,
 )
@@ -82,7 +85,8 @@ def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
     errors.install(app)
     _document_errors_as_served(app)
     for module in (health, models, chat, completions, embeddings, responses, images, videos,
-                   messages, ollama, usage, keys, conversations, metrics):  # fmt: skip
+                   messages, ollama, usage, keys, conversations, catalog, traces,
+                   documents, metrics):  # fmt: skip
         app.include_router(module.router)
     if not settings.no_ui:
         app.include_router(web.router())

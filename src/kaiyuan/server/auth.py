@@ -46,6 +46,25 @@ class Forbidden(KaiyuanError):
     code = "model_not_allowed"
 
 
+class AdminRequired(Forbidden):
+    code = "admin_required"
+
+
+def require_admin(request: Request, what: str, *, open_without_keys: bool = False) -> None:
+    """403 unless the request's key is an admin key. Without keys (an open server) there is
+    no admin: ``open_without_keys`` lets everyone through then, else nobody."""
+    key = key_of(request)
+    if key is None:
+        if open_without_keys:
+            return
+        raise AdminRequired(
+            f"{what} over the API needs an admin key: create the first one with "
+            "`kaiyuan keys create NAME --admin`"
+        )
+    if not key.admin:
+        raise AdminRequired(f"API key '{key.name}' is not an admin key ({what} needs one)")
+
+
 @dataclass(slots=True)
 class Keys:
     """The server's cached view of the key store."""

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from kaiyuan.db.keys import ApiKey, Limits
 from kaiyuan.errors import InvalidRequest
 from kaiyuan.protocol.kaiyuan.keys import Key, KeyCreate, KeyCreated, KeyList
-from kaiyuan.server.auth import Forbidden, key_of
+from kaiyuan.server.auth import require_admin
 from kaiyuan.server.errors import ERROR_RESPONSES
 from kaiyuan.server.routing import ApiRoute
 
@@ -22,19 +22,8 @@ ADMIN_ONLY: dict[int | str, dict[str, Any]] = {
 router = APIRouter(tags=["keys"], route_class=ApiRoute, responses={**ERROR_RESPONSES, **ADMIN_ONLY})
 
 
-class AdminRequired(Forbidden):
-    code = "admin_required"
-
-
 def _admin(request: Request) -> None:
-    key = key_of(request)
-    if key is None:
-        raise AdminRequired(
-            "managing keys over the API needs an admin key: create the first one with "
-            "`kaiyuan keys create NAME --admin`"
-        )
-    if not key.admin:
-        raise AdminRequired(f"API key '{key.name}' is not an admin key")
+    require_admin(request, "managing keys")
 
 
 def _wire(key: ApiKey) -> Key:

@@ -79,3 +79,30 @@ export async function stream(path, body, onChunk, signal) {
     }
   }
 }
+
+// A streamed NDJSON answer (Ollama's /api/pull): onObject(parsed line) for each line.
+export async function lines(path, body, onObject, signal) {
+  const response = await fetch(path, {
+    method: "POST",
+    headers: headers({ "content-type": "application/json" }),
+    body: JSON.stringify(body),
+    signal,
+  });
+  if (!response.ok) throw await failure(response);
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (value) buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n")) >= 0) {
+      const line = buffer.slice(0, end).trim();
+      buffer = buffer.slice(end + 1);
+      if (!line) continue;
+      const object = JSON.parse(line);
+      if (object.error) throw new ApiError(500, object.error, null);
+      onObject(object);
+    }
+    if (done) return;
+  }
+}

@@ -1,10 +1,13 @@
 // Start-up and the page frame: language, theme, API key, routes (#/chat[/ID]) and events.
 import { key, setKey } from "./api.js";
 import * as chat from "./chat.js";
+import * as models from "./models.js";
+import * as traces from "./traces.js";
 import { pick, use, t } from "./i18n.js";
 
 const BASE = new URL(".", import.meta.url).pathname.replace(/\/$/, "");
 const $ = (id) => document.getElementById(id);
+const PAGES = ["chat", "models", "traces"];
 
 function theme(next) {
   const saved = next ?? localStorage.getItem("kaiyuan.theme");
@@ -25,8 +28,21 @@ async function askKey(message) {
 
 async function route() {
   if (location.hash && !location.hash.startsWith("#/")) return;  // an in-page link (skip link)
-  const [, page, id] = location.hash.split("/");
-  if (!page || page === "chat") await chat.open(id ? decodeURIComponent(id) : null);
+  const [, page = "chat", id] = location.hash.split("/");
+  const shown = PAGES.includes(page) ? page : "chat";
+  for (const name of PAGES) $(name).hidden = name !== shown;
+  for (const link of document.querySelectorAll("#pages a")) {
+    if (link.dataset.page === shown) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  document.body.dataset.page = shown;
+  try {
+    if (shown === "chat") await chat.open(id ? decodeURIComponent(id) : null);
+    if (shown === "models") await models.show();
+    if (shown === "traces") await traces.show(id ? decodeURIComponent(id) : null);
+  } catch (error) {
+    chat.notice(t("error", { message: error.message }));
+  }
 }
 
 async function start() {
@@ -37,6 +53,7 @@ async function start() {
     await use(e.target.value, BASE);
     chat.describeModel();
     chat.show();
+    await route();
   });
   $("theme").addEventListener("click", () => theme(document.documentElement.dataset.theme === "dark" ? "light" : "dark"));
   $("key-button").addEventListener("click", () => askKey());
@@ -86,6 +103,10 @@ async function start() {
   $("image-input").addEventListener("change", async (e) => {
     await chat.attach([...e.target.files]);
     e.target.value = "";
+  });
+  $("run-filters").addEventListener("submit", (e) => {
+    e.preventDefault();
+    traces.show(null);
   });
   window.addEventListener("hashchange", route);
   await boot();
