@@ -250,3 +250,30 @@ def test_open_server_bounds_and_whole_body_limit(tmp_path: Path) -> None:
         assert _error(httpx.post(url + PATH, content=b"{not json"), 400)
         gone = httpx.delete(f"{url}{PATH}/{made['id']}").json()
         assert gone["deleted"] is True and httpx.get(url + PATH).json()["data"] == []
+
+
+def test_saving_is_not_a_model_request(tmp_path: Path) -> None:
+    """A key limited to one model, with one request a minute and no token budget left, still
+    saves a conversation naming another model: no 403, no 429, no usage row."""
+    from kaiyuan.db.keys import Limits
+    from kaiyuan.db.usage import UsageStore
+
+    database = open_database(tmp_path)
+    keys = KeyStore(database)
+    _, secret = keys.create("narrow", Limits(models=("fake-model",), rpm=1, budget_tokens=1))
+    auth = {"authorization": f"Bearer {secret}"}
+    with serve_app(_app(tmp_path)) as url:
+        first = httpx.post(f"{url}/v1/chat/completions", headers=auth, json={
+            "model": "fake-model", "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 2})  # fmt: skip
+        assert first.status_code == 200, first.text
+        body = {"title": "t", "model": "qwen3-8b", "messages": [_user("hello")]}
+        for _ in range(3):
+            saved = httpx.post(f"{url}/v1/kaiyuan/conversations", headers=auth, json=body)
+            assert saved.status_code == 200, saved.text
+        again = httpx.post(f"{url}/v1/chat/completions", headers=auth, json={
+            "model": "fake-model", "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+        assert again.status_code == 429  # the model requests are still limited
+    endpoints = {row.endpoint for row in UsageStore(database).rows()}
+    assert "/v1/chat/completions" in endpoints
+    assert not [e for e in endpoints if e.startswith("/v1/kaiyuan/")]

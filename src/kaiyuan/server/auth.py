@@ -31,6 +31,9 @@ from kaiyuan.server.limits import Budgets, Limiter, RateLimited, Ticket
 TTL = 2.0
 # The web app's page and assets are open: the page asks for a key and sends it with each call.
 OPEN_PATHS = ("/", "/app", "/health", "/ready", "/metrics", "/docs", "/redoc", "/openapi.json")
+# kaiyuan's own resources (conversations, agent runs, documents, the catalogue): a key still
+# opens them, but they are no model requests: no budget, rate limit, model check or usage row.
+OWN = "/v1/kaiyuan/"
 HOW = "send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'"
 
 
@@ -138,9 +141,10 @@ class KeyCheck:
                         "(an administrator creates one with `kaiyuan keys create NAME`)"
                     )
                 key = await self.keys.check(secret)
-            if key is not None and scope["method"] == "POST":  # reading costs nothing
-                await self.budgets.check(key)
-            ticket = self.limiter.admit(key) if key is not None else None
+            metered = key if not scope["path"].startswith(OWN) else None
+            if metered is not None and scope["method"] == "POST":  # reading costs nothing
+                await self.budgets.check(metered)
+            ticket = self.limiter.admit(metered) if metered is not None else None
         except KaiyuanError as exc:
             await _refuse(send, scope["path"], exc)
             return

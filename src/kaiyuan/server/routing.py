@@ -22,7 +22,7 @@ from fastapi.routing import APIRoute
 
 from kaiyuan.errors import InvalidRequest
 from kaiyuan.protocol.fields import UNKNOWN
-from kaiyuan.server.auth import check_model, key_of
+from kaiyuan.server.auth import OWN, check_model, key_of
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,8 @@ async def _inspect(request: Request) -> None:
     key = key_of(request)
     limited = key is not None and (key.models is not None or bool(key.model_limits))
     if (meter is None and not limited) or request.method != "POST":
+        return
+    if request.url.path.startswith(OWN):  # kaiyuan's own resources name no model to use
         return
     if not request.headers.get("content-type", "").startswith("application/json"):
         return

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kaiyuan.db.usage import UsageRow, UsageStore
 from kaiyuan.otel import Telemetry
+from kaiyuan.server.auth import OWN
 from kaiyuan.server.metrics import Metrics
 from kaiyuan.server.pricing import Pricing
 from kaiyuan.server.serving.meter import METER, Meter
@@ -58,7 +59,8 @@ class UsageRecorder:
         self.telemetry = telemetry  # None: no spans (otel_endpoint unset)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(METERED):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith(METERED) or path.startswith(OWN):
             await self.app(scope, receive, send)
             return
         meter = Meter()
