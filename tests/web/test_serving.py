@@ -88,15 +88,23 @@ def test_no_ui_leaves_only_the_api(tmp_path: Path) -> None:
 
 
 def test_every_string_is_in_both_languages() -> None:
+    """Each bundle (the frame's LANG.json, each page's PAGE.LANG.json) has the same keys in
+    English and Chinese, and every key the code or the page uses exists."""
     import json
 
-    en = json.loads((STATIC / "i18n" / "en.json").read_text())
-    zh = json.loads((STATIC / "i18n" / "zh-CN.json").read_text())
-    assert en.keys() == zh.keys()
-    used = set()
+    folder = STATIC / "i18n"
+    english = sorted(folder.glob("*en.json"))
+    assert len(english) >= 5
+    known: set[str] = set()
+    for en_file in english:
+        zh_file = en_file.with_name(en_file.name.replace("en.json", "zh-CN.json"))
+        en, zh = json.loads(en_file.read_text()), json.loads(zh_file.read_text())
+        assert en.keys() == zh.keys(), (en_file.name, en.keys() ^ zh.keys())
+        assert all(isinstance(v, str) and v for v in (*en.values(), *zh.values()))
+        known |= en.keys()
+    used = {f"badge_{cap}" for cap in ("vision", "tools", "reasoning")}
     for source in [*STATIC.glob("*.js"), STATIC / "index.html"]:
         text = source.read_text()
-        used |= set(re.findall(r"\bt\(\s*\"([a-z_]+)\"", text))
-        used |= set(re.findall(r"data-i18n(?:-placeholder|-label)?=\"([a-z_]+)\"", text))
-        used |= {f"badge_{cap}" for cap in ("vision", "tools", "reasoning")}
-    assert used <= en.keys(), used - en.keys()
+        used |= set(re.findall(r"\bt\(\s*\"([a-z0-9_]+)\"", text))
+        used |= set(re.findall(r"data-i18n(?:-placeholder|-label)?=\"([a-z0-9_]+)\"", text))
+    assert used <= known, used - known

@@ -33,6 +33,7 @@ from kaiyuan.server.routes import (
     conversations,
     documents,
     embeddings,
+    evals,
     health,
     images,
     keys,
@@ -41,6 +42,7 @@ from kaiyuan.server.routes import (
     models,
     ollama,
     responses,
+    tools,
     traces,
     usage,
     videos,
@@ -86,7 +88,7 @@ def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
     _document_errors_as_served(app)
     for module in (health, models, chat, completions, embeddings, responses, images, videos,
                    messages, ollama, usage, keys, conversations, catalog, traces,
-                   documents, metrics):  # fmt: skip
+                   documents, tools, evals, metrics):  # fmt: skip
         app.include_router(module.router)
     if not settings.no_ui:
         app.include_router(web.router())

@@ -3,11 +3,21 @@ import { key, setKey } from "./api.js";
 import * as chat from "./chat.js";
 import * as models from "./models.js";
 import * as traces from "./traces.js";
+import * as assistant from "./assistant.js";
+import * as media from "./media.js";
+import * as evals from "./evals.js";
+import * as usage from "./usage.js";
 import { pick, use, t } from "./i18n.js";
 
 const BASE = new URL(".", import.meta.url).pathname.replace(/\/$/, "");
 const $ = (id) => document.getElementById(id);
-const PAGES = ["chat", "models", "traces"];
+// Each page: show(id) when its route is opened (#/PAGE[/ID]); pages that build their own
+// markup get init(section) once, after the strings are loaded.
+const ROUTES = {
+  chat: { show: (id) => chat.open(id) },
+  assistant, models, traces, media, evals, usage,
+};
+const PAGES = Object.keys(ROUTES);
 
 function theme(next) {
   const saved = next ?? localStorage.getItem("kaiyuan.theme");
@@ -37,9 +47,7 @@ async function route() {
   }
   document.body.dataset.page = shown;
   try {
-    if (shown === "chat") await chat.open(id ? decodeURIComponent(id) : null);
-    if (shown === "models") await models.show();
-    if (shown === "traces") await traces.show(id ? decodeURIComponent(id) : null);
+    await ROUTES[shown].show(id ? decodeURIComponent(id) : null);
   } catch (error) {
     chat.notice(t("error", { message: error.message }));
   }
@@ -48,6 +56,7 @@ async function route() {
 async function start() {
   theme();
   await use(pick(), BASE);
+  for (const [name, page] of Object.entries(ROUTES)) page.init?.($(name));
   $("language").value = document.documentElement.lang;
   $("language").addEventListener("change", async (e) => {
     await use(e.target.value, BASE);

@@ -13,17 +13,27 @@ export function pick() {
   return "en";
 }
 
+// The frame's strings (i18n/LANG.json), then each page's own (i18n/PAGE.LANG.json).
+const BUNDLES = ["assistant", "media", "evals", "usage"];
+
 export async function use(language, base) {
-  const response = await fetch(`${base}/i18n/${language}.json`);
-  strings = await response.json();
+  const files = [`${language}.json`, ...BUNDLES.map((b) => `${b}.${language}.json`)];
+  const loaded = await Promise.all(files.map(async (f) => (await fetch(`${base}/i18n/${f}`)).json()));
+  strings = Object.assign({}, ...loaded);
   current = language;
   document.documentElement.lang = language;
   localStorage.setItem("kaiyuan.language", language);
-  for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
-  for (const el of document.querySelectorAll("[data-i18n-placeholder]")) {
+  apply(document);
+}
+
+// Translate a subtree's data-i18n, data-i18n-placeholder and data-i18n-label attributes (pages
+// that build their markup call it on what they built).
+export function apply(root) {
+  for (const el of root.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of root.querySelectorAll("[data-i18n-placeholder]")) {
     el.placeholder = t(el.dataset.i18nPlaceholder);
   }
-  for (const el of document.querySelectorAll("[data-i18n-label]")) {
+  for (const el of root.querySelectorAll("[data-i18n-label]")) {
     el.setAttribute("aria-label", t(el.dataset.i18nLabel));
     el.title = t(el.dataset.i18nLabel);
   }
