@@ -249,3 +249,30 @@ def test_stop_ends_a_long_answer(page: Page, real: str) -> None:
     length = len(reply.inner_text())
     page.wait_for_timeout(500)
     assert len(page.locator(".message.assistant .content").last.inner_text()) == length
+
+
+def test_thinking_folds_and_edit_resends(page: Page, tmp_path: Path) -> None:
+    from tests.test_tools import QWEN_LIKE
+
+    engine = ScriptedEngine("qwen-like", chat_template=QWEN_LIKE, context_length=4096)
+    engine.enqueue(Reply(["<think>", "Paris is in France.", "</think>", "Paris."]))
+    with serve_app(create_app(Settings(home=tmp_path), EnginePool([engine]))) as url:
+        ready(page, url)
+        send(page, "Capital of France?")
+        answer = page.locator(".message.assistant").last
+        expect(answer.locator(".content")).to_have_text("Paris.")
+        thinking = answer.locator("details.thinking")
+        expect(thinking.locator(".reasoning")).to_have_text("Paris is in France.")
+        expect(thinking).not_to_have_attribute("open", "")  # folded once the answer is in
+        thinking.locator("summary").click()
+        expect(thinking.locator(".reasoning")).to_be_visible()
+        # Edit the question and send it again: the old answer goes, a new one comes.
+        engine.enqueue(Reply(["Berlin."]))
+        page.locator(".message.user .edit").click()
+        page.fill(".message.user .edit-box", "Capital of Germany?")
+        page.get_by_role("button", name="Send edited").click()
+        expect(page.locator(".message.assistant .content")).to_have_text("Berlin.")
+        expect(page.locator(".message.user .content")).to_have_text("Capital of Germany?")
+        expect(page.locator(".message")).to_have_count(2)
+        assert "Capital of Germany?" in "".join(map(chr, engine.records[-1].prompt))
+        assert "Capital of France?" not in "".join(map(chr, engine.records[-1].prompt))
