@@ -1,6 +1,7 @@
 """GET /v1/usage: requests, tokens and cost per model, publisher, origin, key, app, endpoint
-or day (the web app's usage page). An admin key (or an open server, which has no keys) sees
-everyone's; any other key only its own."""
+or day (the web app's usage page), and with ``split`` each of those cut again (by=day&split=app:
+tokens per day per app). An admin key (or an open server, which has no keys) sees everyone's;
+any other key only its own."""
 
 from __future__ import annotations
 
@@ -11,21 +12,27 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request
 
 from kaiyuan.db.usage import summary
+from kaiyuan.errors import InvalidRequest
 from kaiyuan.server.auth import key_of
 from kaiyuan.server.routing import ApiRoute
 
 router = APIRouter(tags=["usage"], route_class=ApiRoute)
+Group = Literal["model", "publisher", "origin", "key", "app", "endpoint", "day"]
 
 
 @router.get("/v1/usage")
 async def get_usage(
     request: Request,
-    by: Literal["model", "publisher", "origin", "key", "app", "endpoint", "day"] = "model",
+    by: Group = "model",
     days: int = Query(30, ge=1, le=3660),
+    split: Group | None = None,
 ) -> dict[str, Any]:
+    if split == by:
+        raise InvalidRequest(f"split must differ from by (both are '{by}')", param="split")
     key = key_of(request)
     own = None if key is None or key.admin else key.id
     since = datetime.now(UTC) - timedelta(days=days)
     engine = request.app.state.usage.engine
-    rows = await asyncio.to_thread(summary, engine, by, since, own)
-    return {"object": "list", "by": by, "since": since.isoformat(), "data": rows}
+    rows = await asyncio.to_thread(summary, engine, by, since, own, split)
+    answer = {"object": "list", "by": by, "since": since.isoformat(), "data": rows}
+    return answer | ({"split": split} if split else {})
