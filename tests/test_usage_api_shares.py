@@ -101,6 +101,7 @@ def test_the_route_splits_and_keeps_a_plain_key_to_its_own(tmp_path: Path) -> No
         assert everyone.status_code == 200, everyone.text
         answer = everyone.json()
         assert answer["by"] == "day" and answer["split"] == "app"
+        assert (answer["key"], answer["admin"], answer["everyone"]) == ("boss", True, True)
         tokens = {(r["group"], r["split"]): r["prompt_tokens"] + r["completion_tokens"]
                   for r in answer["data"]}  # fmt: skip
         assert tokens[(today, "notes")] == spent["notes"]
@@ -109,7 +110,9 @@ def test_the_route_splits_and_keeps_a_plain_key_to_its_own(tmp_path: Path) -> No
             r["split"]: r["requests"] for r in usage(boss, by="day", split="key").json()["data"]
         }
         assert by_key["alice"] == 2 and by_key["bob"] == 1
-        own = usage(alice, by="day", split="app").json()["data"]
+        mine = usage(alice, by="day", split="app").json()
+        assert (mine["key"], mine["admin"], mine["everyone"]) == ("alice", False, False)
+        own = mine["data"]
         assert {r["split"] for r in own} <= {"notes", None}  # the GETs are rows too (no app)
         assert [r["requests"] for r in own if r["split"] == "notes"] == [2]
         models = usage(bob, by="app", split="model").json()["data"]
@@ -120,3 +123,13 @@ def test_the_route_splits_and_keeps_a_plain_key_to_its_own(tmp_path: Path) -> No
         assert same.status_code == 400 and same.json()["error"]["param"] == "split"
         assert usage(boss, by="day", split="colour").status_code == 400
         assert "split" not in usage(boss, by="day").json()
+
+
+def test_an_open_server_shows_everyones_usage_to_anyone(tmp_path: Path) -> None:
+    app = create_app(Settings(home=tmp_path), EnginePool([ScriptedEngine("fake-model")]))
+    chat = {"model": "fake-model", "messages": [{"role": "user", "content": "Hi"}]}
+    with serve_app(app) as url:
+        assert httpx.post(url + "/v1/chat/completions", json=chat).status_code == 200
+        answer = httpx.get(url + "/v1/usage", params={"by": "day", "split": "model"}).json()
+        assert (answer["key"], answer["admin"], answer["everyone"]) == (None, False, True)
+        assert "fake-model" in {r["split"] for r in answer["data"]}

@@ -1,7 +1,8 @@
 """GET /v1/usage: requests, tokens and cost per model, publisher, origin, key, app, endpoint
 or day (the web app's usage page), and with ``split`` each of those cut again (by=day&split=app:
 tokens per day per app). An admin key (or an open server, which has no keys) sees everyone's;
-any other key only its own."""
+any other key only its own. The answer says whose rows they are: ``key`` (the caller's key's
+name, null on an open server), ``admin`` and ``everyone``, so a page knows what to offer."""
 
 from __future__ import annotations
 
@@ -35,4 +36,5 @@ async def get_usage(
     engine = request.app.state.usage.engine
     rows = await asyncio.to_thread(summary, engine, by, since, own, split)
     answer = {"object": "list", "by": by, "since": since.isoformat(), "data": rows}
-    return answer | ({"split": split} if split else {})
+    viewer = {"key": key.name if key else None, "admin": bool(key and key.admin)}
+    return answer | viewer | {"everyone": own is None} | ({"split": split} if split else {})
