@@ -30,6 +30,7 @@ class Team:
     alice: str
     bob: str
     tokens: dict[tuple[str, str], int]  # (model, app) -> tokens spent
+    day: str  # the UTC day they were spent on
 
 
 def chat(url: str, secret: str | None, model: str, app: str, pieces: list[str]) -> int:
@@ -63,7 +64,7 @@ def team(tmp_path: Path) -> Iterator[Team]:
         for secret, model, app, pieces in asked:
             spent = chat(url, secret, model, app, pieces)
             tokens[(model, app)] = tokens.get((model, app), 0) + spent
-        yield Team(url, boss, alice, bob, tokens)
+        yield Team(url, boss, alice, bob, tokens, datetime.now(UTC).date().isoformat())
 
 
 def sign_in(page: Page, url: str, secret: str) -> None:
@@ -75,10 +76,9 @@ def sign_in(page: Page, url: str, secret: str) -> None:
     page.click("#pages a[data-page='usage']")
 
 
-def row(page: Page, group: str) -> list[str]:
-    """The table's row for today and ``group``: its cells' text."""
-    today = datetime.now(UTC).date().isoformat()
-    found = page.locator("#usage-rows tr").filter(has=page.locator(f"td:text-is('{today}')"))
+def row(page: Page, day: str, group: str) -> list[str]:
+    """The table's row for ``day`` and ``group``: its cells' text."""
+    found = page.locator("#usage-rows tr").filter(has=page.locator(f"td:text-is('{day}')"))
     cells = found.filter(has=page.locator(f"th:text-is('{group}')")).locator("th, td")
     expect(cells).to_have_count(8)
     return [str(c) for c in cells.all_inner_texts()]
@@ -100,7 +100,7 @@ def test_an_admin_sees_usage_by_model_app_and_key(page: Page, team: Team) -> Non
     expect(bars).to_have_count(2)
     titles = bars.locator("title").all_text_contents()
     assert any(f"small-model: {small:,} tokens (" in title for title in titles), titles
-    requests, prompt, completion, total = row(page, "small-model")[2:6]
+    requests, prompt, completion, total = row(page, team.day, "small-model")[2:6]
     assert (requests, total) == ("2", f"{small:,}")
     assert int(prompt.replace(",", "")) + int(completion.replace(",", "")) == small
     # by app, then by key
@@ -108,7 +108,7 @@ def test_an_admin_sees_usage_by_model_app_and_key(page: Page, team: Team) -> Non
     expect(page.locator("#usage-legend")).to_contain_text(f"notes {small:,} tokens")
     expect(page.locator("#usage-legend")).to_contain_text(f"mail {large:,} tokens")
     expect(page.locator("#usage-col-group")).to_have_text("App")
-    assert row(page, "mail")[5] == f"{large:,}"
+    assert row(page, team.day, "mail")[5] == f"{large:,}"
     page.get_by_label("Key", exact=True).check()
     expect(page.locator("#usage-legend")).to_contain_text(f"alice {small:,} tokens")
     expect(page.locator("#usage-legend")).to_contain_text(f"bob {large:,} tokens")
