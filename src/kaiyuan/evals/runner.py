@@ -130,6 +130,7 @@ async def _answer(
         "model": model,
         "suite": suite.name,
         "template_hash": suite.template_hash,
+        "messages": item.messages,  # the prompt as sent, so each answer can be read beside it
     }
     try:
         reply = await endpoint.complete(
