@@ -1,19 +1,25 @@
 """The evals page in a real browser against `kaiyuan serve` with the bundled model: a past run
 listed with each score's interval and bar, its items one click away (model text stays text),
 its HTML report; a two-item eval started from the page, its progress shown live until it
-finishes; the page in Chinese."""
+finishes; the page in Chinese; with keys, an admin key's (the report fetched with it)."""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
+from kaiyuan.config import Settings
+from kaiyuan.engines.pool import EnginePool
+from kaiyuan.server.app import create_app
 from kaiyuan.web.app import STATIC
-from tests.harness import KaiyuanServer
+from tests.fakes import ScriptedEngine
+from tests.harness import KaiyuanServer, serve_app
 from tests.test_evals_api import past_run
 from tests.web.conftest import ready
 
@@ -124,3 +130,43 @@ def test_every_string_of_the_page_is_in_both_languages() -> None:
     for language in ("en", "zh-CN"):
         strings = json.loads((STATIC / "i18n" / f"evals.{language}.json").read_text())
         assert used <= strings.keys(), (language, used - strings.keys())
+
+
+def test_with_keys_an_admin_runs_evals_and_reads_reports(browser: Browser, tmp_path: Path) -> None:
+    """A scripted model (this is about keys): the run's requests and the report carry the
+    admin's key (a link cannot, so the report is fetched with it); another key is told why."""
+    from kaiyuan.db import open_for
+    from kaiyuan.db.keys import KeyStore, Limits
+
+    settings = Settings(home=tmp_path)
+    store = KeyStore(open_for(settings))
+    _, user = store.create("user")
+    _, admin = store.create("boss", Limits(admin=True))
+    engine = ScriptedEngine(context_length=4096)
+    with serve_app(create_app(settings, EnginePool([engine]))) as url:
+        context = browser.new_context(locale="en-US")
+        page = context.new_page()
+        errors: list[Any] = []
+        page.on("pageerror", lambda error: errors.append(error))
+        page.goto(url + "/#/evals")
+        page.fill("#key-input", user)
+        page.click("#key-dialog button[value='ok']")
+        expect(page.locator("#evals-notice")).to_contain_text("not an admin key")
+        page.click("#key-button")
+        page.fill("#key-input", admin)
+        page.click("#key-dialog button[value='ok']")
+        expect(page.locator("#evals-suites input[value='bilingual']")).to_be_checked()
+        page.fill("#evals-limit", "1")
+        page.fill("#evals-max-tokens", "8")
+        page.click("#evals-start")
+        expect(page.locator("#evals-status")).to_have_text("Completed", timeout=60_000)
+        expect(page.locator("#evals-scores")).to_contain_text("n=1)")
+        expect(page.locator("#evals-items-count")).to_have_text("1 of 1")
+        with page.expect_popup() as popup:
+            page.click("#evals-report")
+        report = popup.value
+        report.wait_for_load_state()
+        assert report.url.startswith("blob:")
+        expect(report.locator("h1")).to_have_text("kaiyuan eval")
+        context.close()
+        assert not errors

@@ -158,16 +158,24 @@ export function init(section) {
   $("evals-cancel").addEventListener("click", cancel);
   $("evals-delete").addEventListener("click", remove);
   $("evals-report").addEventListener("click", openReport);
-  $("evals-pair").addEventListener("change", () => loadItems(false));
-  $("evals-more").addEventListener("click", () => loadItems(true));
+  $("evals-pair").addEventListener("change", () => loadItems(false).catch((error) => notice(error.message)));
+  $("evals-more").addEventListener("click", () => loadItems(true).catch((error) => notice(error.message)));
 }
 
+// Errors are shown on this page (the frame's notice lives on the chat page).
 export async function show(id) {
   const mine = ++generation;
   notice(null);
   $("evals-run").hidden = !id;
   $("evals-list").hidden = Boolean(id);
-  if (id) return showRun(id, mine, true);
+  try {
+    await (id ? showRun(id, mine, true) : showList(mine));
+  } catch (error) {
+    if (mine === generation) notice(error.message);
+  }
+}
+
+async function showList(mine) {
   const [runs, models, suites] = await Promise.all([
     call("GET", "/v1/kaiyuan/evals?limit=100"),
     call("GET", "/v1/models"),
