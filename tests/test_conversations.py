@@ -271,9 +271,11 @@ def test_saving_is_not_a_model_request(tmp_path: Path) -> None:
         for _ in range(3):
             saved = httpx.post(f"{url}/v1/kaiyuan/conversations", headers=auth, json=body)
             assert saved.status_code == 200, saved.text
+        assert httpx.get(f"{url}/v1/models", headers=auth).status_code == 200
         again = httpx.post(f"{url}/v1/chat/completions", headers=auth, json={
             "model": "fake-model", "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
         assert again.status_code == 429  # the model requests are still limited
     endpoints = {row.endpoint for row in UsageStore(database).rows()}
     assert "/v1/chat/completions" in endpoints
     assert not [e for e in endpoints if e.startswith("/v1/kaiyuan/")]
+    assert "/v1/models" not in endpoints  # a read uses no model: no usage row

@@ -77,3 +77,20 @@ def test_no_runs_says_how_to_make_one(page: Page, tmp_path: Path) -> None:
         ready(page, url + "/#/traces")
         expect(page.locator("#runs-empty")).to_be_visible()
         expect(page.locator("#runs-empty")).to_contain_text("kaiyuan agent")
+
+
+def test_a_refused_page_says_why(page: Page, tmp_path: Path) -> None:
+    from kaiyuan.db import open_for
+    from kaiyuan.db.keys import KeyStore
+
+    settings = Settings(home=tmp_path)
+    _, user = KeyStore(open_for(settings)).create("user")
+    with serve_app(create_app(settings, EnginePool([ScriptedEngine()]))) as url:
+        page.goto(url + "/#/traces")
+        page.fill("#key-input", user)
+        page.click("#key-dialog button[value='ok']")
+        page.wait_for_selector("body[data-ready='true']")
+        expect(page.locator("#page-notice")).to_be_visible()
+        expect(page.locator("#page-notice")).to_contain_text("not an admin key")
+        page.click("#pages a[data-page='chat']")
+        expect(page.locator("#page-notice")).to_be_hidden()

@@ -67,6 +67,10 @@ def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
             yield
         finally:
             keep_alive.cancel()
+            runs = getattr(app.state, "eval_runs", None)  # evals the web app started
+            if runs is not None:
+                for run_id in list(runs.jobs):  # stopped; their answers so far are reported
+                    await asyncio.to_thread(runs.cancel, run_id)
             if owned:
                 await app.state.pool.aclose()
 

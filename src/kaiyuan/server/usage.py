@@ -74,6 +74,8 @@ class UsageRecorder:
             if recorded:
                 return
             recorded = True
+            if scope["method"] in ("GET", "HEAD") and meter.model is None:
+                return  # a read (a model list, a usage report) is no use of a model: no row
             duration = time.monotonic() - meter.started
             key = state.get("api_key")
             row = UsageRow(

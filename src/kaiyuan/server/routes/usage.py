@@ -15,9 +15,10 @@ from fastapi import APIRouter, Query, Request
 from kaiyuan.db.usage import summary
 from kaiyuan.errors import InvalidRequest
 from kaiyuan.server.auth import key_of
+from kaiyuan.server.errors import ERROR_RESPONSES
 from kaiyuan.server.routing import ApiRoute
 
-router = APIRouter(tags=["usage"], route_class=ApiRoute)
+router = APIRouter(tags=["usage"], route_class=ApiRoute, responses=ERROR_RESPONSES)
 Group = Literal["model", "publisher", "origin", "key", "app", "endpoint", "day"]
 
 

@@ -46,10 +46,13 @@ async function route() {
     else link.removeAttribute("aria-current");
   }
   document.body.dataset.page = shown;
+  const notice = $("page-notice");
+  notice.hidden = true;
   try {
     await ROUTES[shown].show(id ? decodeURIComponent(id) : null);
   } catch (error) {
-    chat.notice(t("error", { message: error.message }));
+    notice.textContent = t("error", { message: error.message });
+    notice.hidden = false;
   }
 }
 
