@@ -2,8 +2,9 @@
 loopback: a scripted fake model (one char = one token) drives the agent, built-in tools run for
 real (code in the bubblewrap sandbox, search against a local SearXNG stand-in, fetch of local
 pages, file search over a real document index), function tools end the response for the client
-to continue with ``previous_response_id``; streaming typed events; limits; errors; and one short
-run on the real bundled model."""
+to continue with ``previous_response_id``, as do MCP calls that wait for the user's approval (a
+real MCP server over stdio); streaming typed events; limits; errors; and one short run on the
+real bundled model."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -1037,3 +1039,213 @@ def test_real_model_answers(server: KaiyuanServer) -> None:
     assert response.output[-1].type == "message"
     assert 0 < response.usage.output_tokens <= 30
     assert response.usage.total_tokens == response.usage.input_tokens + response.usage.output_tokens
+
+
+# --- 12. MCP tools that need the user's approval --------------------------------------------------
+NOTES = {"type": "mcp", "server_label": "notes"}
+
+
+@dataclass
+class Notes:
+    served: Served
+    file: Path  # what the MCP server's write_note tool appends to
+
+
+@pytest.fixture
+def notes(home: Path, tmp_path: Path) -> Iterator[Notes]:
+    """A real MCP server over stdio (tests/test_mcp.py's): add is read-only, write_note has
+    side effects."""
+    from tests.test_mcp import SERVER
+
+    script = tmp_path / "notes_server.py"
+    script.write_text(SERVER)
+    file = tmp_path / "notes.txt"
+    server = {"command": sys.executable, "args": [str(script), "stdio", str(file)]}
+    with serving(home, mcp_servers={"notes": server}) as served:
+        yield Notes(served, file)
+
+
+def calls(*pairs: tuple[str, dict[str, Any]]) -> Reply:
+    """Several tool calls in one model turn."""
+    bodies = [json.dumps({"name": name, "arguments": arguments}) for name, arguments in pairs]
+    return Reply(list("".join(f"<tool_call>\n{body}\n</tool_call>\n" for body in bodies)))
+
+
+def answer(request_id: str, approve: bool) -> list[Any]:
+    return [{"type": "mcp_approval_response", "approval_request_id": request_id,
+             "approve": approve}]  # fmt: skip
+
+
+def test_a_side_effect_call_waits_for_approval_then_runs(notes: Notes) -> None:
+    served = notes.served
+    first = served.create(
+        calls(("notes__add", {"a": 20, "b": 22}), ("notes__write_note", {"text": "buy milk"})),
+        input="Add 20 and 22, and note: buy milk.",
+        tools=[NOTES],
+    )
+    # the read-only call ran; the one with side effects waits, unrun
+    assert first.status == "completed"
+    assert [item.type for item in first.output] == ["mcp_call", "mcp_approval_request"]
+    added, request = first.output
+    assert added.name == "add" and added.output == "42" and added.approval_request_id is None
+    assert request.server_label == "notes" and request.name == "write_note"
+    assert json.loads(request.arguments) == {"text": "buy milk"}
+    assert request.id.startswith("mcpr_")
+    assert not notes.file.exists()
+    assert len(served.engine.records) == 1
+    trace = Traces(served.home).get(first.id.removeprefix("resp_"))
+    assert trace["stop_reason"] == "approval"
+    steps = [(s["kind"], s["name"]) for s in trace["trace"]]
+    assert steps == [("model", MODEL), ("tool", "notes__add")]
+
+    second = served.create(
+        say("Noted, and it is 42."),
+        previous_response_id=first.id,
+        input=answer(request.id, True),
+        tools=[NOTES],
+    )
+    assert second.status == "completed" and second.output_text == "Noted, and it is 42."
+    assert [item.type for item in second.output] == ["mcp_call", "message"]
+    ran = second.output[0]
+    assert ran.name == "write_note" and ran.status == "completed" and ran.output == "saved"
+    assert ran.approval_request_id == request.id
+    assert notes.file.read_text() == "buy milk\n"
+    # the model saw both results, each after the call it answers, and no tool ran twice
+    prompt = served.prompt()
+    asked = prompt.index('<tool_call>\n{"name": "notes__write_note", "arguments"')
+    assert prompt.index("Add 20 and 22") < asked < prompt.index('"text": "saved"')
+    assert prompt.index('"text": "42"') < prompt.index('"text": "saved"')
+    assert len(served.engine.records) == 2
+    trace = Traces(served.home).get(second.id.removeprefix("resp_"))
+    steps = [(s["kind"], s["name"]) for s in trace["trace"]]
+    assert steps == [("tool", "notes__write_note"), ("model", MODEL)]
+
+
+def test_a_refused_call_is_not_run_and_the_model_is_told(notes: Notes) -> None:
+    served = notes.served
+    first = served.create(call("notes__write_note", text="rm -rf"), input="Note it.", tools=[NOTES])
+    [request] = first.output
+    second = served.create(
+        say("I did not write the note."),
+        previous_response_id=first.id,
+        input=answer(request.id, False),
+        tools=[NOTES],
+    )
+    assert [item.type for item in second.output] == ["message"]
+    assert not notes.file.exists()
+    prompt = served.prompt()
+    call_made = prompt.index('<tool_call>\n{"name": "notes__write_note", "arguments"')
+    assert "the user did not approve this call" in prompt[call_made:]
+
+
+def test_an_unanswered_request_is_refused_when_the_user_writes_on(notes: Notes) -> None:
+    served = notes.served
+    first = served.create(call("notes__write_note", text="x"), input="Note x.", tools=[NOTES])
+    assert first.output[0].type == "mcp_approval_request"
+    second = served.create(
+        say("Fine."), previous_response_id=first.id, input="Never mind.", tools=[NOTES]
+    )
+    assert second.output_text == "Fine." and not notes.file.exists()
+    prompt = served.prompt()
+    assert prompt.index("the user did not approve") < prompt.index("Never mind.")
+    # the same when the MCP server is not offered again
+    third = served.create(call("notes__write_note", text="y"), input="Note y.", tools=[NOTES])
+    served.create(say("Ok."), previous_response_id=third.id, input="Forget it.")
+    assert "the user did not approve" in served.prompt() and not notes.file.exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "tool", "asks"),
+    [
+        ("never", "write_note", False),
+        ({"never": {"tool_names": ["write_note"]}}, "write_note", False),
+        ({"never": {"tool_names": ["add"]}}, "write_note", True),
+        ("always", "add", True),
+        ({"always": {"tool_names": ["add"]}}, "add", True),
+    ],
+    ids=["never", "never-named", "never-other", "always", "always-named"],
+)
+def test_require_approval(notes: Notes, setting: Any, tool: str, asks: bool) -> None:
+    arguments = {"text": "hi"} if tool == "write_note" else {"a": 1, "b": 2}
+    response = notes.served.create(
+        call(f"notes__{tool}", **arguments),
+        say("Done."),
+        input="go",
+        tools=[{**NOTES, "require_approval": setting}],
+    )
+    notes.served.engine.replies.clear()
+    kinds = [item.type for item in response.output]
+    assert kinds == (["mcp_approval_request"] if asks else ["mcp_call", "message"])
+    assert notes.file.exists() == (tool == "write_note" and not asks)
+
+
+def test_approval_requests_stream_as_items(notes: Notes) -> None:
+    served = notes.served
+    events = list(
+        served.create(
+            call("notes__write_note", text="z"), input="Note z.", tools=[NOTES], stream=True
+        )
+    )
+    assert [e.type for e in events] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    request = events[3].item
+    assert request.type == "mcp_approval_request" and events[2].item == request
+    assert events[-1].response.output == [request]
+    resumed = list(
+        served.create(
+            say("Saved."), previous_response_id=events[-1].response.id,
+            input=answer(request.id, True), tools=[NOTES], stream=True,
+        )
+    )  # fmt: skip
+    assert [e.type for e in resumed][2:6] == [
+        "response.output_item.added",
+        "response.mcp_call.in_progress",
+        "response.mcp_call.completed",
+        "response.output_item.done",
+    ]
+    assert resumed[5].item.output == "saved" and resumed[-1].response.output_text == "Saved."
+    assert notes.file.read_text() == "z\n"
+
+
+def test_approval_answers_that_do_not_fit_are_client_errors(notes: Notes) -> None:
+    served = notes.served
+    first = served.create(call("notes__write_note", text="w"), input="Note w.", tools=[NOTES])
+    [request] = first.output
+    asked = len(served.engine.records)
+    cases: list[tuple[dict[str, Any], str, str]] = [
+        ({"input": answer("mcpr_nothing", True), "previous_response_id": first.id,
+          "tools": [NOTES]}, "input[0].approval_request_id", "no approval request"),
+        ({"input": answer(request.id, True), "previous_response_id": first.id},
+         "input[0].approval_request_id", "offer its tools again"),
+        ({"input": answer(request.id, True), "tools": [NOTES]},
+         "input[0].approval_request_id", "no approval request"),
+        ({"input": answer("call_1", True), "tools": [NOTES]},
+         "input[0].approval_request_id", "mcpr_"),
+        ({"input": [{"type": "mcp_approval_response", "approval_request_id": request.id,
+                     "approve": "yes"}], "previous_response_id": first.id, "tools": [NOTES]},
+         "input[0].approve", "true or false"),
+        ({"input": "x", "tools": [{**NOTES, "require_approval": "sometimes"}]},
+         "tools[0].require_approval", "always"),
+    ]  # fmt: skip
+    for fields, param, says in cases:
+        with pytest.raises(openai.BadRequestError) as caught:
+            served.client.responses.create(model=MODEL, **fields)
+        body = caught.value.body
+        assert isinstance(body, dict) and body["param"] == param, body
+        assert says in body["message"], body
+    assert len(served.engine.records) == asked and not notes.file.exists()
+    # answering twice: the first answer ran it, the second finds nothing waiting
+    served.create(say("ok"), previous_response_id=first.id, input=answer(request.id, True),
+                  tools=[NOTES])  # fmt: skip
+    second = Traces(served.home).runs(1)[0]["id"]
+    with pytest.raises(openai.BadRequestError):
+        served.client.responses.create(
+            model=MODEL, previous_response_id=f"resp_{second}", input=answer(request.id, True),
+            tools=[NOTES],
+        )  # fmt: skip
+    assert notes.file.read_text() == "w\n"

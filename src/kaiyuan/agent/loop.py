@@ -3,8 +3,10 @@
 The model is any OpenAI-compatible chat endpoint (``openai.AsyncOpenAI``): kaiyuan's own server
 or another. Tool results go back to the model wrapped as data, never as instructions (security
 guide T18), each source numbered so the answer can cite it as [n]; a tool with side effects
-runs only if configuration allows it or the user confirms. Every step is written to the trace
-as it happens.
+runs only if configuration allows it or the user confirms: through a ``confirm`` callback
+while the run waits, or (``ask_approval``) by ending the run with the calls to approve, which
+the next run, given the user's answers, runs or refuses before anything else. Every step is
+written to the trace as it happens.
 
 ``agent_max_seconds`` bounds the whole run: every model turn and tool call gets at most the
 time left, retries included, and nothing runs past it. Once a tool has run, the last part of
@@ -24,12 +26,13 @@ import logging
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import openai
 
+from kaiyuan.agent.mcp import SEPARATOR
 from kaiyuan.chat.streaming import held_back
 from kaiyuan.chat.toolcalls import PARSERS, Text, make, parser_class
 from kaiyuan.chat.toolcalls.base import BlockParser
@@ -51,6 +54,7 @@ e.g. [1]. When you have the answer, reply with it and no tool call."""
 
 NOT_RUN = "Not run: the limit on tool calls is reached."
 NOT_RUN_TIME = "Not run: the run's time is up."
+REFUSED = "Not run: the user did not approve this call. Do not try it again unless asked."
 # Once a tool has run, this share of agent_max_seconds (at most WRAP_UP_SECONDS) is kept for
 # the wrap-up turn, so that what the tools found still becomes an answer.
 WRAP_UP_SHARE = 0.25
@@ -101,11 +105,13 @@ class AnswerEvent:
     sources: list[Source]
     # None: answered; "max_steps", "max_seconds", "max_tokens", "max_tool_calls";
     # "function_call": the model
-    # called a function the client runs (``calls``), to be continued with its output
+    # called a function the client runs (``calls``), to be continued with its output;
+    # "approval": calls of tools with side effects wait for the user's approval (``approvals``)
     stop_reason: str | None
     usage: dict[str, int] = field(default_factory=dict)
     calls: list[dict[str, Any]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)  # the conversation so far
+    approvals: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -147,6 +153,8 @@ class Agent:
         max_tool_calls: int | None = None,
         on_turn: Callable[[TurnStarted], None] | None = None,
         telemetry: Telemetry | None = None,
+        needs_approval: Callable[[Tool], bool] | None = None,
+        ask_approval: bool = False,
     ) -> None:
         self.client = client
         self.model = model
@@ -162,6 +170,11 @@ class Agent:
         self.tool_calls = 0
         self.on_turn = on_turn
         self.telemetry = telemetry  # None: no spans (otel_endpoint unset)
+        # Whether a call of a tool needs the user's approval (default: it has side effects and
+        # agent_allowed_tools does not name it); with ask_approval and no confirm callback,
+        # such calls end the run (stop reason "approval") instead of being refused.
+        self.needs_approval = needs_approval or self._side_effects_not_allowed
+        self.ask_approval = ask_approval
         self.spans: RunSpans = NOTHING  # the run's, once it starts
         self.deadline = 0.0  # the run's end (time.monotonic()); nothing runs past it
         self.work_deadline = 0.0  # the end of tool use once a tool has run (the rest: wrap-up)
@@ -176,11 +189,14 @@ class Agent:
         instructions: str | None = None,
         run_id: str | None = None,
         started: float | None = None,
+        approvals: Mapping[str, bool] | None = None,
     ) -> AsyncIterator[AgentEvent]:
         """``task`` is the user's request, or a conversation (chat messages, without the
         system prompt) to continue; ``run_id``: a trace run already started by the caller;
         ``started``: when the run's clock started (``time.monotonic()``; default now), for a
-        caller whose own setup counts against ``agent_max_seconds``."""
+        caller whose own setup counts against ``agent_max_seconds``; ``approvals``: the user's
+        answers (by call id) for calls the conversation left waiting (see :func:`awaiting`):
+        approved calls run first, the others are refused, unanswered ones too."""
         started = time.monotonic() if started is None else started
         limit = self.settings.agent_max_seconds
         self.deadline = started + limit
@@ -193,10 +209,28 @@ class Agent:
         system = SYSTEM + (f"\n\n{instructions}" if instructions else "")
         messages: list[dict[str, Any]] = [{"role": "system", "content": system}, *history]
         pending: list[dict[str, Any]] = []
+        asking: list[dict[str, Any]] = []
         stop_reason: str | None = None
         answer: str | None = None
         step = 0
         try:
+            answers: list[tuple[int, dict[str, Any]]] = []
+            # Calls that waited for approval: of this run's tools, or of an MCP server this
+            # request no longer offers (refused: the user did not approve them).
+            named = {c["function"]["name"] for m in messages for c in m.get("tool_calls") or []}
+            ours = {n for n in named if n in self.tools or SEPARATOR in n} - set(self.functions)
+            for call, after in awaiting(messages, ours):
+                name, content = call["function"]["name"], REFUSED
+                if (approvals or {}).get(call["id"]) and name in self.tools:
+                    self.tool_calls += 1
+                    yield ToolCallEvent(call["id"], name, call["function"]["arguments"])
+                    output, error = await self._tool_step(run_id, call, approved=True)
+                    yield ToolResultEvent(call["id"], name, output, error)
+                    content = _as_data(name, output, error)
+                answers.append((after, {"role": "tool", "tool_call_id": call["id"],
+                                        "content": content}))  # fmt: skip
+            for after, answer_message in reversed(answers):  # from the end: places stay valid
+                messages.insert(after, answer_message)
             while step < self.settings.agent_max_steps:
                 # With tool results to answer from, the wrap-up's share of the time is kept.
                 gathered = any(m.get("role") == "tool" for m in messages)
@@ -234,6 +268,9 @@ class Agent:
                             {"role": "tool", "tool_call_id": call["id"], "content": skipped}
                         )
                         continue
+                    if self._asks(call):  # answered in the next run
+                        asking.append(call)
+                        continue
                     self.tool_calls += 1
                     yield ToolCallEvent(call["id"], call["function"]["name"],
                                         call["function"]["arguments"])  # fmt: skip
@@ -244,6 +281,15 @@ class Agent:
                          "content": _as_data(call["function"]["name"], output, error)}
                     )  # fmt: skip
                 if stop_reason is not None:
+                    for call in asking:  # cut short: these will not be asked about
+                        skipped = NOT_RUN_TIME if stop_reason == "max_seconds" else NOT_RUN
+                        messages.append(
+                            {"role": "tool", "tool_call_id": call["id"], "content": skipped}
+                        )
+                    asking = []
+                    break
+                if asking:  # the user approves or refuses them; the next run goes on
+                    stop_reason, answer = "approval", message.get("content") or ""
                     break
                 if pending:  # the client runs these; it continues with their output
                     stop_reason, answer = "function_call", message.get("content") or ""
@@ -280,7 +326,24 @@ class Agent:
             )  # fmt: skip
         self.spans.end(stop_reason=stop_reason, usage=self.usage)
         yield AnswerEvent(run_id, answer, cited, list(self.sources), stop_reason,
-                          dict(self.usage), pending, messages[1:])  # fmt: skip
+                          dict(self.usage), pending, messages[1:], asking)  # fmt: skip
+
+    def _side_effects_not_allowed(self, tool: Tool) -> bool:
+        return tool.side_effects and tool.name not in self.settings.agent_allowed_tools
+
+    def _asks(self, call: dict[str, Any]) -> bool:
+        """Whether this call ends the run to ask for approval: its tool needs it, there is no
+        callback to ask now, and its arguments are valid (invalid ones fail as usual, unrun)."""
+        tool = self.tools.get(call["function"]["name"])
+        if not self.ask_approval or self.confirm is not None or tool is None:
+            return False
+        if not self.needs_approval(tool):
+            return False
+        try:
+            check_arguments(tool, json.loads(call["function"]["arguments"] or "{}"))
+        except (ValueError, KaiyuanError):
+            return False
+        return True
 
     def _turn(self, step: int, started: float, *, wrap_up: str | None = None) -> None:
         if self.on_turn is not None:
@@ -348,7 +411,7 @@ class Agent:
         return message
 
     async def _tool_step(
-        self, run_id: str, call: dict[str, Any]
+        self, run_id: str, call: dict[str, Any], *, approved: bool = False
     ) -> tuple[dict[str, Any], str | None]:
         name, raw = call["function"]["name"], call["function"]["arguments"]
         started, clock = time.time(), time.monotonic()
@@ -356,7 +419,7 @@ class Agent:
         error: str | None = None
         span = self.spans.tool(name, call["id"])
         try:
-            output = await self._execute(name, raw)
+            output = await self._execute(name, raw, approved=approved)
         except KaiyuanError as exc:
             error = exc.message
         except Exception as exc:  # a tool's bug: the model hears of it, the log has the rest
@@ -369,7 +432,7 @@ class Agent:
                              started=started, seconds=time.monotonic() - clock)  # fmt: skip
         return output, error
 
-    async def _execute(self, name: str, raw: str) -> dict[str, Any]:
+    async def _execute(self, name: str, raw: str, *, approved: bool = False) -> dict[str, Any]:
         tool = self.tools.get(name)
         if tool is None:
             raise AgentFailed(f"there is no tool '{name}'; tools: {', '.join(self.tools)}")
@@ -378,7 +441,7 @@ class Agent:
         except ValueError:
             raise AgentFailed("the arguments are not valid JSON") from None
         arguments = check_arguments(tool, arguments)
-        if tool.side_effects and name not in self.settings.agent_allowed_tools:
+        if not approved and self.needs_approval(tool):
             allowed = self.confirm is not None and await self.confirm(name, arguments)
             if not allowed:
                 raise AgentFailed(
@@ -419,6 +482,26 @@ class Agent:
                     self.sources.append(known)
                 entry["ref"] = known.ref
         return output
+
+
+def awaiting(
+    messages: list[dict[str, Any]], tools: Collection[str]
+) -> list[tuple[dict[str, Any], int]]:
+    """Calls of ``tools`` in ``messages`` that no tool message answers (those a run ended on
+    to ask for approval), each with the place its answer goes: after its assistant message and
+    the tool messages that follow it."""
+    answered = {m.get("tool_call_id") for m in messages if m.get("role") == "tool"}
+    found: list[tuple[dict[str, Any], int]] = []
+    for i, message in enumerate(messages):
+        calls = message.get("tool_calls") if message.get("role") == "assistant" else None
+        if not calls:
+            continue
+        after = i + 1
+        while after < len(messages) and messages[after].get("role") == "tool":
+            after += 1
+        found += [(c, after) for c in calls
+                  if c.get("id") not in answered and c["function"]["name"] in tools]  # fmt: skip
+    return found
 
 
 def task_text(history: list[dict[str, Any]]) -> str:

@@ -1,12 +1,15 @@
-"""The Responses API's shapes around the agent loop: which tools a request enables, its input
-as chat messages (and the request's own names for the chat fields, for errors), and the loop's
-events as output items (web_search_call, code_interpreter_call, file_search_call,
-function_call, message with url_citation annotations) and the final response object."""
+"""The Responses API's shapes around the agent loop: which tools a request enables (and which
+MCP calls need the user's approval), its input as chat messages (and the request's own names
+for the chat fields, for errors) with the user's answers to approval requests, and the loop's
+events as output items (web_search_call, code_interpreter_call, file_search_call, mcp_call,
+function_call, mcp_approval_request, message with url_citation annotations) and the final
+response object."""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +24,7 @@ from kaiyuan.protocol.openai.responses import (
     FileSearchResult,
     IncompleteDetails,
     IncompleteReason,
+    McpApprovalRequest,
     McpCall,
     OutputItem,
     Response,
@@ -51,6 +55,7 @@ ITEM_TYPE = {  # MCP tools (SERVER__TOOL) become mcp_call items
 }  # fmt: skip
 PREFIX = {"web_search_call": "ws", "code_interpreter_call": "ci", "file_search_call": "fs",
           "mcp_call": "mcp"}  # fmt: skip
+APPROVAL = "mcpr_"  # an approval request's id: this prefix and the call's id
 
 
 def plan_tools(
@@ -73,6 +78,7 @@ def plan_tools(
                     f"server_label; configured: {', '.join(settings.mcp_servers) or 'none'}",
                     param=f"tools[{i}].server_label",
                 )
+            _approval_setting(extra.get("require_approval"), i)
             servers.append(str(label))
         elif spec.type in BUILTIN:
             for tool_name in BUILTIN[spec.type]:
@@ -94,6 +100,65 @@ def plan_tools(
                 param=f"tools[{i}].type",
             )
     return list(tools.values()), functions, servers
+
+
+def _approval_setting(value: Any, i: int) -> None:
+    """An mcp tool's ``require_approval``: "always", "never", or {"always"|"never":
+    {"tool_names": [...]}}, as OpenAI takes it; absent, kaiyuan's rule applies."""
+    if value is None or value in ("always", "never"):
+        return
+    if isinstance(value, dict) and set(value) <= {"always", "never"}:
+        lists = [v.get("tool_names") if isinstance(v, dict) else None for v in value.values()]
+        if all(isinstance(n, list) and all(isinstance(x, str) for x in n) for n in lists):
+            return
+    raise InvalidRequest(
+        'require_approval is "always", "never" or {"always"|"never": {"tool_names": [...]}}',
+        param=f"tools[{i}].require_approval",
+    )
+
+
+def approval_rule(body: ResponseRequest, settings: Settings) -> Callable[[Tool], bool]:
+    """Whether a call of a tool needs the user's approval: as its MCP server's
+    ``require_approval`` says, else kaiyuan's rule (it has side effects and
+    agent_allowed_tools does not name it), which also decides for a tool that neither list of
+    a {"always"|"never": {"tool_names": [...]}} names. Built-in tools have no side effects."""
+    by_server: dict[str, Any] = {}
+    for spec in body.tools or []:
+        extra = spec.model_extra or {}
+        if spec.type == "mcp":
+            by_server[str(extra.get("server_label"))] = extra.get("require_approval")
+
+    def needs(tool: Tool) -> bool:
+        label, _, name = tool.name.partition(SEPARATOR)
+        setting = by_server.get(label) if name else None
+        if setting in ("always", "never"):
+            return setting == "always"
+        if isinstance(setting, dict):
+            for answer in ("never", "always"):
+                if name in (setting.get(answer) or {}).get("tool_names", []):
+                    return answer == "always"
+        return tool.side_effects and tool.name not in settings.agent_allowed_tools
+
+    return needs
+
+
+def approval_answers(value: str | list[dict[str, Any]]) -> list[tuple[int, str, bool]]:
+    """The input's ``mcp_approval_response`` items: (index, the call's id, approved)."""
+    answers: list[tuple[int, str, bool]] = []
+    for i, item in enumerate(value if isinstance(value, list) else []):
+        if item.get("type") != "mcp_approval_response":
+            continue
+        request = item.get("approval_request_id")
+        if not isinstance(request, str) or not request.startswith(APPROVAL):
+            raise InvalidRequest(
+                "an mcp_approval_response needs the approval_request_id of an "
+                "mcp_approval_request (mcpr_...)",
+                param=f"input[{i}].approval_request_id",
+            )
+        if not isinstance(item.get("approve"), bool):
+            raise InvalidRequest("approve is true or false", param=f"input[{i}].approve")
+        answers.append((i, request.removeprefix(APPROVAL), item["approve"]))
+    return answers
 
 
 @dataclass(slots=True)
@@ -136,10 +201,12 @@ def to_messages(value: str | list[dict[str, Any]]) -> tuple[list[dict[str, Any]]
             text = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)
             messages.append({"role": "tool", "tool_call_id": _call_id(item, i), "content": text})
             origins.append(Origin(kind, [i]))
+        elif kind == "mcp_approval_response":
+            continue  # an answer for the agent (approval_answers), not a message
         else:
             raise InvalidRequest(
                 f"input item type '{kind}' is not supported (message, function_call, "
-                "function_call_output)",
+                "function_call_output, mcp_approval_response)",
                 param=f"input[{i}].type",
             )
     return messages, origins
@@ -276,6 +343,7 @@ class Items:
     """Output items, built as the loop's events arrive."""
 
     items: list[OutputItem] = field(default_factory=list)
+    approved: set[str] = field(default_factory=set)  # calls run on the user's approval
     _open: dict[str, ToolCall] = field(default_factory=dict)
 
     def started(self, event: ToolCallEvent) -> ToolCall:
@@ -302,6 +370,8 @@ class Items:
         elif kind == "mcp_call":
             label, _, tool = event.name.partition(SEPARATOR)
             item = McpCall(id=id_, server_label=label, name=tool, arguments=event.arguments)
+            if event.id in self.approved:
+                item.approval_request_id = f"{APPROVAL}{event.id}"
         else:  # a tool the request did not offer: it fails, as a function call item
             item = ResponseFunctionToolCall(
                 id=id_, call_id=event.id, name=event.name, arguments=event.arguments
@@ -329,9 +399,9 @@ class Items:
         item.error = event.error or None
         return item
 
-    def answer(self, event: AnswerEvent) -> list[ResponseOutputMessage | ResponseFunctionToolCall]:
-        added: list[ResponseOutputMessage | ResponseFunctionToolCall] = []
-        if event.text or not event.calls:
+    def answer(self, event: AnswerEvent) -> list[OutputItem]:
+        added: list[OutputItem] = []
+        if event.text or not (event.calls or event.approvals):
             annotations = [
                 UrlCitation(url=s.url, title=s.title, start_index=m.start(), end_index=m.end())
                 for s in event.citations
@@ -347,6 +417,12 @@ class Items:
             added.append(ResponseFunctionToolCall(
                 id=f"fc_{call['id']}", call_id=call["id"], name=call["function"]["name"],
                 arguments=call["function"]["arguments"], status="completed",
+            ))  # fmt: skip
+        for call in event.approvals:
+            label, _, tool = call["function"]["name"].partition(SEPARATOR)
+            added.append(McpApprovalRequest(
+                id=f"{APPROVAL}{call['id']}", server_label=label, name=tool,
+                arguments=call["function"]["arguments"],
             ))  # fmt: skip
         self.items.extend(added)
         return added

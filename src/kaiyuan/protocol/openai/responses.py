@@ -146,6 +146,19 @@ class McpCall(ToolCallItem):
     arguments: str
     output: str | None = None
     error: Failure = None
+    # the request the user approved to run it; absent for a call that needed no approval
+    approval_request_id: Annotated[str | None, Field(exclude_if=_absent)] = None
+
+
+class McpApprovalRequest(BaseModel):
+    """A call of an MCP tool that needs the user's approval: the response ends with it, and the
+    client answers with an ``mcp_approval_response`` input item and ``previous_response_id``."""
+
+    type: Literal["mcp_approval_request"] = "mcp_approval_request"
+    id: str  # the answer's approval_request_id
+    server_label: str
+    name: str
+    arguments: str
 
 
 ToolCall = (
@@ -155,7 +168,9 @@ ToolCall = (
     | ResponseFileSearchToolCall
     | McpCall
 )
-OutputItem = Annotated[ResponseOutputMessage | ToolCall, Field(discriminator="type")]
+OutputItem = Annotated[
+    ResponseOutputMessage | ToolCall | McpApprovalRequest, Field(discriminator="type")
+]
 
 
 # --- the response object --------------------------------------------------------------------------

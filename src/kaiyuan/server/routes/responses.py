@@ -2,9 +2,13 @@
 
 Built-in tools (web_search, code_interpreter, file_search) run here; function tools are the
 client's: a call to one ends the response with a ``function_call`` item, and the client
-continues with ``previous_response_id`` and a ``function_call_output``. The agent reaches the
-model through this same server's chat route, in process (the openai client's own httpx2 with
-an ASGI transport, no socket).
+continues with ``previous_response_id`` and a ``function_call_output``. An MCP tool that needs
+the user's approval (it has side effects and ``agent_allowed_tools`` does not name it, or its
+server's ``require_approval`` says so) is not run: the response ends with an
+``mcp_approval_request``, answered by an ``mcp_approval_response`` input item (approve true or
+false) with ``previous_response_id``; the approved call runs first, a refused one is reported
+to the model as not run. The agent reaches the model through this same server's chat route, in
+process (the openai client's own httpx2 with an ASGI transport, no socket).
 
 ``store: false`` (OpenAI's meaning: the response is not kept): nothing of the run is written to
 the trace store, neither the conversation nor the agent's step traces, so it cannot be continued
@@ -27,17 +31,28 @@ import httpx2
 import openai
 from fastapi import APIRouter, Request
 
-from kaiyuan.agent.loop import Agent, AnswerEvent, ToolCallEvent, ToolResultEvent, task_text
+from kaiyuan.agent.loop import (
+    Agent,
+    AnswerEvent,
+    ToolCallEvent,
+    ToolResultEvent,
+    awaiting,
+    task_text,
+)
+from kaiyuan.agent.mcp import SEPARATOR
 from kaiyuan.agent.responses import (
+    APPROVAL,
     Fields,
     Items,
+    approval_answers,
+    approval_rule,
     plan_tools,
     response_object,
     to_messages,
     tool_origins,
 )
 from kaiyuan.engines.base import TextEngine
-from kaiyuan.errors import KaiyuanError
+from kaiyuan.errors import InvalidRequest, KaiyuanError
 from kaiyuan.extras import require
 from kaiyuan.protocol.openai.common import ErrorBody
 from kaiyuan.protocol.openai.responses import (
@@ -45,6 +60,7 @@ from kaiyuan.protocol.openai.responses import (
     Response,
     ResponseContentPartEvent,
     ResponseFunctionCallArgumentsDoneEvent,
+    ResponseFunctionToolCall,
     ResponseLifecycleEvent,
     ResponseOutputItemEvent,
     ResponseOutputMessage,
@@ -89,7 +105,10 @@ async def create_response(body: ResponseRequest, request: Request) -> Any:
     if body.previous_response_id:
         history = traces.conversation(body.previous_response_id.removeprefix("resp_"))
     messages, origins = to_messages(body.input)
+    answers = approval_answers(body.input)
     fields = Fields(origins, previous=len(history))
+    if answers:
+        _check_answers(answers, history, [t.name for t in tools])
     history += messages
     settings = state.settings
     if body.max_output_tokens is not None:
@@ -109,14 +128,20 @@ async def create_response(body: ResponseRequest, request: Request) -> Any:
         tool_choice=_tool_choice(body.tool_choice), max_tool_calls=body.max_tool_calls,
         temperature=0.2 if body.temperature is None else body.temperature,
         telemetry=state.telemetry,
+        needs_approval=approval_rule(body, settings), ask_approval=True,
     )  # fmt: skip
     fields.tools = tool_origins(body, [*agent.tools, *agent.functions])  # as the agent offers
     run_id = traces.start(body.model, task_text(history)) if body.store else uuid.uuid4().hex
     created = time.time()
-    events = _renamed(agent.run(history, instructions=body.instructions, run_id=run_id), fields)
+    decided = {call_id: approve for _, call_id, approve in answers}
+    approved = {call_id for call_id, approve in decided.items() if approve}
+    run = agent.run(history, instructions=body.instructions, run_id=run_id, approvals=decided)
+    events = _renamed(run, fields)
     if body.stream:
-        return stream_events(_stream(f"resp_{run_id}", body, created, events, client))
-    items = Items()
+        return stream_events(
+            _stream(f"resp_{run_id}", body, created, events, client, Items(approved=approved))
+        )
+    items = Items(approved=approved)
     answer = None
     try:
         async for event in events:
@@ -143,6 +168,31 @@ async def _renamed(events: AsyncIterator[Any], fields: Fields) -> AsyncIterator[
         raise
 
 
+def _check_answers(
+    answers: list[tuple[int, str, bool]], history: list[dict[str, Any]], tools: list[str]
+) -> None:
+    """Each answer names a call the continued response left waiting for approval, of a tool
+    this request offers again."""
+    named = {c["function"]["name"] for m in history for c in m.get("tool_calls") or []}
+    waiting = {call["id"]: call["function"]["name"] for call, _ in awaiting(history, named)}
+    for i, call_id, _ in answers:
+        name = waiting.get(call_id, "")
+        where = f"input[{i}].approval_request_id"
+        if SEPARATOR not in name:
+            raise InvalidRequest(
+                f"no approval request '{APPROVAL}{call_id}' waits for an answer in the "
+                "response previous_response_id names",
+                param=where,
+            )
+        if name not in tools:
+            label = name.partition(SEPARATOR)[0]
+            raise InvalidRequest(
+                f"{APPROVAL}{call_id} is a call on MCP server '{label}': offer its tools again "
+                f'({{"type": "mcp", "server_label": "{label}"}}) to answer it',
+                param=where,
+            )
+
+
 def _tool_choice(choice: Any) -> str | dict[str, Any]:
     if isinstance(choice, dict):
         if choice.get("type") == "function" and isinstance(choice.get("name"), str):
@@ -157,8 +207,8 @@ async def _stream(
     created: float,
     events: AsyncIterator[Any],
     client: openai.AsyncOpenAI,
+    items: Items,
 ) -> AsyncIterator[ResponseStreamEvent]:
-    items = Items()
     positions: dict[str, int] = {}
     start = response_object(response_id, body, created, [], None)
     yield ResponseLifecycleEvent(type="response.created", response=start)
@@ -207,6 +257,8 @@ def _answer_events(items: Items, event: AnswerEvent) -> list[ResponseStreamEvent
             empty = item.model_copy(update={"status": "in_progress", "content": []})
             out.append(_item_event("added", index, empty))
             out += _text_events(item.id, index, item.content[0])
+        elif not isinstance(item, ResponseFunctionToolCall):  # an approval request, whole
+            out.append(_item_event("added", index, item))
         else:
             out += [
                 _item_event("added", index, item),
