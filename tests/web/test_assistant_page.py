@@ -216,6 +216,48 @@ def test_payloads_in_tool_results_and_answers_stay_inert(page: Page, served: Ser
     assert not page.errors  # type: ignore[attr-defined]
 
 
+def test_a_call_with_side_effects_waits_for_approval(page: Page, served: Served) -> None:
+    served.engine.enqueue(call("notes__write_note", text="buy <b>milk</b>"), say("Noted."))
+    open_assistant(page, served, ("mcp:notes",))
+    ask(page, "Note: buy milk.")
+    request = page.locator(".tool-card[data-type='mcp_approval_request']")
+    expect(request).to_have_attribute("data-state", "approval", timeout=20_000)
+    expect(request.locator(".tool-name")).to_have_text("notes · write_note")
+    expect(request.locator(".tool-args pre")).to_contain_text('"text": "buy <b>milk</b>"')
+    assert not served.notes.exists()  # nothing ran before the answer
+    request.get_by_role("button", name="Approve").click()
+    expect(request).to_have_attribute("data-state", "approved")
+    expect(request.get_by_role("button")).to_have_count(0)
+    resumed = page.locator(".turn").last
+    expect(resumed.locator(".task")).to_have_text("Approved: notes · write_note")
+    ran = resumed.locator(".tool-card[data-type='mcp_call']")
+    expect(ran).to_have_attribute("data-state", "done", timeout=20_000)
+    expect(ran.locator(".tool-result pre")).to_have_text("saved")
+    expect(resumed.locator(".answer")).to_have_text("Noted.")
+    assert served.notes.read_text() == "buy <b>milk</b>\n"
+    # Denied: not run, and the model is told.
+    served.engine.enqueue(call("notes__write_note", text="sell the car"), say("I left it."))
+    ask(page, "Note: sell the car.")
+    second = page.locator(".tool-card[data-type='mcp_approval_request']").last
+    second.get_by_role("button", name="Deny").click()
+    expect(second).to_have_attribute("data-state", "denied")
+    expect(page.locator(".turn").last.locator(".answer")).to_have_text("I left it.")
+    assert "sell the car" not in served.notes.read_text()
+    assert "the user did not approve this call" in served.prompt()
+    # A request left unanswered is refused once the conversation goes on without it.
+    served.engine.enqueue(call("notes__write_note", text="later"))
+    ask(page, "Note: later.")
+    third = page.locator(".tool-card[data-type='mcp_approval_request']").last
+    expect(third).to_have_attribute("data-state", "approval")
+    served.engine.enqueue(say("Fine."))
+    ask(page, "Never mind.")
+    expect(third).to_have_attribute("data-state", "unanswered")
+    expect(page.locator(".turn").last.locator(".answer")).to_have_text("Fine.")
+    expect(third.get_by_role("button")).to_have_count(0)
+    assert "later" not in served.notes.read_text()
+    assert not page.errors  # type: ignore[attr-defined]
+
+
 def test_stop_aborts_the_run(page: Page, served: Served) -> None:
     served.engine.enqueue(Reply(list("Thinking about it" * 5), hang_after=2))
     open_assistant(page, served)

@@ -2,8 +2,10 @@
 // stored, each task continuing the last with previous_response_id) with the tools this server
 // offers (GET /v1/kaiyuan/tools) as toggles. Each tool call is a live card (the tool, its
 // arguments, running/done/error, its result, all as text); the answer is Markdown through
-// markdown.js, its url_citation annotations numbered links to their sources. Beside it, the
-// documents file_search reads (GET|POST /v1/kaiyuan/documents, DELETE …/{id}).
+// markdown.js, its url_citation annotations numbered links to their sources. An MCP call that
+// needs the user's approval (mcp_approval_request) is a card with Approve and Deny, answered
+// with mcp_approval_response input items. Beside it, the documents file_search reads
+// (GET|POST /v1/kaiyuan/documents, DELETE …/{id}).
 import { ApiError, call, key, stream } from "./api.js";
 import { apply, language, t } from "./i18n.js";
 import { render } from "./markdown.js";
@@ -154,8 +156,12 @@ function chosen() {
   return [...$("assistant-tool-list").querySelectorAll("input:checked")].map((input) => input.value);
 }
 
-function toolSpecs() {
-  return chosen().map((name) => (name.startsWith("mcp:") ? { type: "mcp", server_label: name.slice(4) } : BUILTIN[name].spec()));
+// The tools ticked, and the MCP servers of any approval being answered (the request must offer
+// a tool again for its call to run).
+function toolSpecs(servers = []) {
+  const names = chosen();
+  for (const label of servers) if (!names.includes(`mcp:${label}`)) names.push(`mcp:${label}`);
+  return names.map((name) => (name.startsWith("mcp:") ? { type: "mcp", server_label: name.slice(4) } : BUILTIN[name].spec()));
 }
 
 // --- a run --------------------------------------------------------------------------------
@@ -179,14 +185,15 @@ async function submit() {
 }
 
 // One response: `input` is the request's (text, or input items); the turn shows `shown`.
-async function run(shown, input) {
-  const turn = { ...shown, model: $("assistant-model").value, items: [], status: "running", error: null, reason: null, id: null };
+async function run(shown, input, servers = []) {
+  const turn = { ...shown, model: $("assistant-model").value, items: [], answers: {}, status: "running", error: null, reason: null, id: null };
   state.turns.push(turn);
+  if (state.turns.length > 1) paint(state.turns.at(-2)); // its approval requests close
   paint(turn);
   const controller = new AbortController();
   state.running = controller;
   running(true);
-  const body = { model: turn.model, input, stream: true, store: true, tools: toolSpecs() };
+  const body = { model: turn.model, input, stream: true, store: true, tools: toolSpecs(servers) };
   if (state.previous) body.previous_response_id = state.previous;
   try {
     await stream("/v1/responses", body, (event) => {
@@ -271,7 +278,7 @@ function view(turn, index) {
   item.dataset.turn = index;
   item.dataset.status = turn.status;
   item.append(el("div", { className: "who", textContent: t("you") }), el("div", { className: "task", textContent: turn.task }));
-  const cards = turn.items.filter((x) => x && x.type !== "message").map(card);
+  const cards = turn.items.filter((x) => x && x.type !== "message").map((x) => card(x, turn));
   if (cards.length) item.append(el("ol", { className: "tool-cards" }, ...cards));
   for (const message of turn.items.filter((x) => x && x.type === "message")) item.append(...answer(message, turn.model));
   if (turn.status === "running" && !turn.items.some((x) => x?.type === "message")) {
@@ -317,7 +324,8 @@ function block(label, text, className) {
 }
 
 // One tool call: what it is, what it was given, how it went, what it gave back; all text.
-function card(x) {
+function card(x, turn) {
+  if (x.type === "mcp_approval_request") return approval(x, turn);
   const [stateName, stateLabel] = STATE[x.status] || STATE.in_progress;
   const node = el("li", { className: "tool-card" });
   node.dataset.type = x.type;
@@ -355,6 +363,42 @@ function card(x) {
   }
   if (x.error) node.append(el("p", { className: "error", textContent: t("error", { message: x.error }) }));
   return node;
+}
+
+// A call waiting for the user: Approve or Deny while it is the conversation's last response;
+// once every request of the response is answered, the answers go in one request.
+function approval(x, turn) {
+  const answered = turn.answers[x.id];
+  const open = answered === undefined && !state.running && state.turns.at(-1) === turn && state.previous === turn.id;
+  let [stateName, label] = ["approval", t("assistant_state_approval")];
+  if (answered === true) [stateName, label] = ["approved", t("assistant_state_approved")];
+  else if (answered === false) [stateName, label] = ["denied", t("assistant_state_denied")];
+  else if (!open) [stateName, label] = ["unanswered", t("assistant_state_unanswered")];
+  const node = el("li", { className: "tool-card approval" });
+  Object.assign(node.dataset, { type: x.type, state: stateName, id: x.id });
+  node.append(
+    el("div", { className: "tool-head" }, el("strong", { className: "tool-name", textContent: t("assistant_card_mcp", { server: x.server_label, tool: x.name }) }),
+      " ", el("span", { className: `badge state ${stateName}`, textContent: label })),
+    block(t("arguments"), pretty(x.arguments), "tool-args"));
+  if (open) {
+    const approve = el("button", { type: "button", className: "primary approve", textContent: t("assistant_approve") });
+    const deny = el("button", { type: "button", className: "deny", textContent: t("assistant_deny") });
+    approve.addEventListener("click", () => decide(turn, x, true));
+    deny.addEventListener("click", () => decide(turn, x, false));
+    node.append(el("p", { className: "muted", textContent: t("assistant_approval_help") }), el("div", { className: "row" }, approve, deny));
+  }
+  return node;
+}
+
+function decide(turn, request, approve) {
+  if (state.running) return;
+  turn.answers[request.id] = approve;
+  paint(turn);
+  const requests = turn.items.filter((x) => x?.type === "mcp_approval_request");
+  if (!requests.every((r) => r.id in turn.answers)) return;
+  const input = requests.map((r) => ({ type: "mcp_approval_response", approval_request_id: r.id, approve: turn.answers[r.id] }));
+  const shown = requests.map((r) => t(turn.answers[r.id] ? "assistant_approved" : "assistant_denied", { tool: `${r.server_label} · ${r.name}` }));
+  run({ task: shown.join("\n") }, input, [...new Set(requests.map((r) => r.server_label))]);
 }
 
 // The answer as Markdown (sanitised by render), then its citations: the [n] in the text become
