@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from kaiyuan.config import Settings
 from kaiyuan.engines.pool import EnginePool
@@ -22,7 +22,7 @@ from kaiyuan.server.app import create_app
 from tests.fakes import Reply, ScriptedEngine
 from tests.harness import LocalWeb, Query, Route, serve_app
 from tests.test_mcp import SERVER as MCP_SERVER
-from tests.web.conftest import ready
+from tests.web.conftest import AXE, ready
 
 pytestmark = pytest.mark.slow  # the agent runs code in the sandbox and starts MCP servers
 
@@ -318,3 +318,33 @@ def test_chinese_strings_after_switching_language(page: Page, served: Served) ->
     expect(page.locator("#assistant-input")).to_have_attribute(
         "placeholder", "描述一个任务（Enter 发送，Shift+Enter 换行）"
     )
+
+
+def test_no_serious_accessibility_violations(browser: Browser, served: Served) -> None:
+    served.web.results = [{"title": ARTICLE_TITLE, "url": f"{served.web.url}/a", "content": "."}]
+    served.engine.enqueue(
+        call("notes__write_note", text="n"),
+        call("search", query="keepers"),
+        call("code", code="print(1)"),
+        say("Trimmed every four hours [1]."),
+    )
+    # axe is injected past the page's CSP (the page itself allows no inline script).
+    context = browser.new_context(bypass_csp=True, locale="en-US")
+    page = context.new_page()
+    open_assistant(page, served, ("web_search", "code_interpreter", "mcp:notes"))
+    ask(page, "go")
+    expect(page.locator(".tool-card[data-state='approval']")).to_be_visible(timeout=20_000)
+    page.locator(".tool-card .approve").click()
+    expect(page.locator(".turn").last.locator(".citations a")).to_have_count(1, timeout=20_000)
+    page.add_script_tag(content=AXE.read_text())
+    for theme in ("light", "dark"):
+        if page.evaluate("document.documentElement.dataset.theme") != theme:
+            page.click("#theme")
+        result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+        bad = [
+            (v["id"], [n["target"] for n in v["nodes"]])
+            for v in result["violations"]
+            if v["impact"] in ("serious", "critical")
+        ]
+        assert not bad, (theme, bad)
+    context.close()
