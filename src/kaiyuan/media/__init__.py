@@ -1,1 +1,2 @@
-"""Generated media: video jobs (stored in SQLite, run in the background) and MP4 encoding."""
+"""Generated media: video jobs (stored in SQLite, run in the background), MP4 encoding, and the
+images the server keeps with their settings (gallery.py)."""
