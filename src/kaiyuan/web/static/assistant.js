@@ -136,8 +136,13 @@ async function loadTools() {
     $("assistant-tool-list").replaceChildren();
     return failed($("assistant-notice"), error);
   }
-  const saved = JSON.parse(localStorage.getItem(TOOLS_KEY) || "null");
-  const checked = (name, fallback) => (saved ? saved.includes(name) : fallback);
+  let saved = null;
+  try {
+    saved = JSON.parse(localStorage.getItem(TOOLS_KEY) || "null");
+  } catch {
+    /* not ours any more: the defaults */
+  }
+  const checked = (name, fallback) => (Array.isArray(saved) ? saved.includes(name) : fallback);
   const box = (name, label, on, title) => {
     const input = el("input", { type: "checkbox", value: name, checked: on });
     return el("label", { className: "assistant-tool", title: title || "" }, input, " ", label);
