@@ -12,7 +12,9 @@ CHROMIUM = "/usr/lib/chromium/chromium"  # not /usr/bin/chromium, a wrapper that
 AXE = Path(__file__).with_name("vendor") / "axe.min.js"
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: sync Playwright keeps an event loop running in this thread while
+# it is open, and a later test's asyncio.run would find it.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as p:
         launched = p.chromium.launch(executable_path=CHROMIUM)

@@ -68,6 +68,10 @@ async function start() {
     await route();
   });
   $("theme").addEventListener("click", () => theme(document.documentElement.dataset.theme === "dark" ? "light" : "dark"));
+  document.querySelector(".skip").addEventListener("click", (e) => {
+    e.preventDefault();  // focus the content without touching the route in the address
+    $("main").focus();
+  });
   $("key-button").addEventListener("click", () => askKey());
   $("key-dialog").addEventListener("close", async () => {
     if ($("key-dialog").returnValue !== "ok") return;
