@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import resource
 import shutil
 import socket
 import tempfile
@@ -489,3 +490,21 @@ print('\\n'.join(seen))
     assert str(work) not in result.stdout and "kaiyuan-" not in result.stdout
     assert tempfile.gettempdir() + "/" not in result.stdout
     shutil.rmtree(work)
+
+
+def test_runs_when_the_server_has_more_than_1024_descriptors_open() -> None:
+    """A busy server's descriptors pass select()'s limit of 1024; waiting for the sandbox must
+    not depend on the number of the one it waits on."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"this process may open only {hard} files")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert max(held) >= 1024
+        result = run("print(6 * 7)")
+        assert result["exit_code"] == 0 and result["stdout"] == "42\n", result
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

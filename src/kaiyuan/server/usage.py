@@ -74,8 +74,6 @@ class UsageRecorder:
             if recorded:
                 return
             recorded = True
-            if scope["method"] in ("GET", "HEAD") and meter.model is None:
-                return  # a read (a model list, a usage report) is no use of a model: no row
             duration = time.monotonic() - meter.started
             key = state.get("api_key")
             row = UsageRow(
@@ -96,6 +94,8 @@ class UsageRecorder:
             )
             if self.telemetry is not None:
                 self.telemetry.request(row, scope)
+            if scope["method"] in ("GET", "HEAD") and meter.model is None:
+                return  # a read (a model list, a usage report) uses no model: no usage row
             try:
                 await asyncio.shield(asyncio.to_thread(self._record, row, meter, duration))
             except Exception:

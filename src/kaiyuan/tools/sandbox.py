@@ -34,6 +34,7 @@ could tamper with it: the host trusts nothing it sends.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import re
@@ -352,7 +353,10 @@ def _wait(process: subprocess.Popen[bytes], timeout: float) -> bool:
     timeout polls, up to 50 ms late)."""
     pidfd = os.pidfd_open(process.pid)  # not reaped yet: the pid is still the process's
     try:
-        ended = bool(select.select([pidfd], [], [], timeout)[0])
+        # poll, not select: a busy server's descriptors run past select's limit of 1024
+        waiting = select.poll()
+        waiting.register(pidfd, select.POLLIN)
+        ended = bool(waiting.poll(max(0, math.ceil(timeout * 1000))))
     finally:
         os.close(pidfd)
     if ended:
