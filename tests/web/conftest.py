@@ -35,6 +35,19 @@ def page(browser: Browser, tmp_path: Path, request: pytest.FixtureRequest) -> It
     context.close()
 
 
+def serious_violations(page: Page) -> list[tuple[str, list[object]]]:
+    """axe-core's serious and critical findings on the page as it is now (the context must be
+    made with ``bypass_csp=True``: the page itself runs no inline script)."""
+    if not page.evaluate("typeof axe !== 'undefined'"):
+        page.add_script_tag(content=AXE.read_text())
+    result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+    return [
+        (v["id"], [n["target"] for n in v["nodes"]])
+        for v in result["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
 def ready(page: Page, url: str) -> None:
     """Open the app and wait until it has loaded its models and conversations."""
     page.goto(url)

@@ -22,7 +22,7 @@ from kaiyuan.server.app import create_app
 from tests.fakes import Reply, ScriptedEngine
 from tests.harness import LocalWeb, Query, Route, serve_app
 from tests.test_mcp import SERVER as MCP_SERVER
-from tests.web.conftest import AXE, ready
+from tests.web.conftest import ready, serious_violations
 
 pytestmark = pytest.mark.slow  # the agent runs code in the sandbox and starts MCP servers
 
@@ -336,15 +336,9 @@ def test_no_serious_accessibility_violations(browser: Browser, served: Served) -
     expect(page.locator(".tool-card[data-state='approval']")).to_be_visible(timeout=20_000)
     page.locator(".tool-card .approve").click()
     expect(page.locator(".turn").last.locator(".citations a")).to_have_count(1, timeout=20_000)
-    page.add_script_tag(content=AXE.read_text())
     for theme in ("light", "dark"):
         if page.evaluate("document.documentElement.dataset.theme") != theme:
             page.click("#theme")
-        result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
-        bad = [
-            (v["id"], [n["target"] for n in v["nodes"]])
-            for v in result["violations"]
-            if v["impact"] in ("serious", "critical")
-        ]
+        bad = serious_violations(page)
         assert not bad, (theme, bad)
     context.close()

@@ -16,7 +16,7 @@ from kaiyuan.engines.pool import EnginePool
 from kaiyuan.server.app import create_app
 from tests.fakes import Reply, ScriptedEngine
 from tests.harness import KaiyuanServer, serve_app
-from tests.web.conftest import AXE, ready
+from tests.web.conftest import ready, serious_violations
 
 
 @pytest.fixture
@@ -185,13 +185,7 @@ def test_no_serious_accessibility_violation(
         page.evaluate(f"localStorage.setItem('kaiyuan.theme', '{theme}')")
         page.reload()
         page.wait_for_selector("body[data-ready='true']")
-        page.add_script_tag(content=AXE.read_text())
-        result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
-        bad = [
-            (v["id"], [n["target"] for n in v["nodes"]])
-            for v in result["violations"]
-            if v["impact"] in ("serious", "critical")
-        ]
+        bad = serious_violations(page)
         assert not bad, (theme, bad)
     context.close()
 

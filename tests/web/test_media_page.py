@@ -23,7 +23,7 @@ from tests import diffusion_models
 from tests.fakes import ScriptedEngine
 from tests.harness import KaiyuanServer, serve_app
 from tests.test_media_gallery import Painter
-from tests.web.conftest import AXE, ready
+from tests.web.conftest import ready, serious_violations
 
 SD, WAN = "tiny-sd", "tiny-wan"
 
@@ -281,12 +281,6 @@ def test_no_serious_accessibility_violations(browser: Browser, tmp_path: Path) -
             page.reload()
             page.wait_for_selector("body[data-ready='true']")
             expect(page.locator("#gallery li img")).to_have_count(1)
-            page.add_script_tag(content=AXE.read_text())
-            result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
-            bad = [
-                (v["id"], [n["target"] for n in v["nodes"]])
-                for v in result["violations"]
-                if v["impact"] in ("serious", "critical")
-            ]
+            bad = serious_violations(page)
             assert not bad, (theme, bad)
         context.close()

@@ -20,7 +20,7 @@ from kaiyuan.engines.pool import EnginePool
 from kaiyuan.server.app import create_app
 from tests.fakes import Reply, ScriptedEngine
 from tests.harness import serve_app
-from tests.web.conftest import AXE, ready
+from tests.web.conftest import ready, serious_violations
 
 
 @dataclass
@@ -247,12 +247,6 @@ def test_no_serious_accessibility_violation(browser: Browser, team: Team) -> Non
             page.reload()  # the key stays in this tab; the page opens on #/usage again
             expect(page.locator("#keys-rows tr")).to_have_count(4)
         expect(page.locator("#usage-chart rect")).not_to_have_count(0)
-        page.add_script_tag(content=AXE.read_text())
-        result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
-        bad = [
-            (v["id"], [n["target"] for n in v["nodes"]])
-            for v in result["violations"]
-            if v["impact"] in ("serious", "critical")
-        ]
+        bad = serious_violations(page)
         assert not bad, (theme, bad)
     context.close()

@@ -9,6 +9,7 @@ inline script, nothing from another origin (the app works offline).
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import mimetypes
@@ -89,9 +90,15 @@ class Bundle:
         self.assets = {name: Asset.of(name, body) for name, body in files.items()}
 
 
+@functools.cache
+def installed() -> Bundle:
+    """The installed app's files, read once per process (every app made here shares them)."""
+    return Bundle()
+
+
 def router(bundle: Bundle | None = None) -> APIRouter:
     """The routes of the app (none of them in the OpenAPI schema)."""
-    bundle = bundle or Bundle()
+    bundle = bundle or installed()
     routes = APIRouter(include_in_schema=False)
 
     @routes.api_route("/", methods=["GET", "HEAD"])

@@ -51,6 +51,22 @@ export async function call(method, path, body, { signal } = {}) {
   return response.status === 204 ? null : response.json();
 }
 
+// A raw body (a file) POSTed as is; the JSON answer.
+export async function upload(path, body) {
+  const response = await fetch(path, {
+    method: "POST", headers: headers({ "content-type": "application/octet-stream" }), body,
+  });
+  if (!response.ok) throw await failure(response);
+  return response.json();
+}
+
+// A file the browser would load by itself (<img>, <video>, a report), fetched with the key.
+export async function blob(path) {
+  const response = await fetch(path, { headers: headers() });
+  if (!response.ok) throw await failure(response);
+  return response.blob();
+}
+
 // A streamed chat completion: onChunk(parsed chunk) for each `data:` event, until [DONE].
 export async function stream(path, body, onChunk, signal) {
   const response = await fetch(path, {

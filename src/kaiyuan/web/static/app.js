@@ -8,9 +8,9 @@ import * as media from "./media.js";
 import * as evals from "./evals.js";
 import * as usage from "./usage.js";
 import { pick, use, t } from "./i18n.js";
+import { $ } from "./dom.js";
 
 const BASE = new URL(".", import.meta.url).pathname.replace(/\/$/, "");
-const $ = (id) => document.getElementById(id);
 // Each page: show(id) when its route is opened (#/PAGE[/ID]); pages that build their own
 // markup get init(section) once, after the strings are loaded.
 const ROUTES = {

@@ -6,11 +6,11 @@
 // needs the user's approval (mcp_approval_request) is a card with Approve and Deny, answered
 // with mcp_approval_response input items. Beside it, the documents file_search reads
 // (GET|POST /v1/kaiyuan/documents, DELETE …/{id}).
-import { ApiError, call, key, stream } from "./api.js";
+import { ApiError, call, stream, upload } from "./api.js";
 import { apply, language, t } from "./i18n.js";
 import { render } from "./markdown.js";
+import { $, el } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
 const TOOLS_KEY = "kaiyuan.assistant.tools";
 const MODEL_KEY = "kaiyuan.assistant.model";
 const DOCUMENTS = "/v1/kaiyuan/documents";
@@ -57,12 +57,6 @@ const MARKUP = `
 </section>
 </div>`;
 
-function el(tag, props = {}, ...children) {
-  const node = Object.assign(document.createElement(tag), props);
-  for (const child of children) if (child !== null && child !== undefined) node.append(child);
-  return node;
-}
-
 function failed(where, error) {
   where.textContent = t("error", { message: error.message });
   if (error.status === 401) document.dispatchEvent(new CustomEvent("kaiyuan:key-needed", { detail: error.message }));
@@ -88,7 +82,7 @@ export function init(section) {
   $("assistant-upload").addEventListener("change", async (e) => {
     const files = [...e.target.files];
     e.target.value = "";
-    await upload(files);
+    await uploadFiles(files);
   });
 }
 
@@ -490,16 +484,12 @@ async function listDocuments() {
   $("assistant-docs-empty").hidden = list.data.length > 0;
 }
 
-async function upload(files) {
+async function uploadFiles(files) {
   const notice = $("assistant-docs-notice");
   for (const file of files) {
     notice.textContent = t("assistant_uploading", { name: file.name });
     try {
-      const headers = { "content-type": "application/octet-stream" };
-      if (key()) headers.authorization = `Bearer ${key()}`;
-      const response = await fetch(`${DOCUMENTS}?filename=${encodeURIComponent(file.name)}`, { method: "POST", headers, body: file });
-      if (!response.ok) throw await refusal(response);
-      const doc = await response.json();
+      const doc = await upload(`${DOCUMENTS}?filename=${encodeURIComponent(file.name)}`, file);
       notice.textContent = doc.status === "unchanged" ? t("assistant_upload_unchanged", { name: doc.filename }) : t("assistant_uploaded", { name: doc.filename, chunks: doc.chunks });
     } catch (error) {
       notice.textContent = t("assistant_upload_failed", { name: file.name, message: error.message });
@@ -508,18 +498,6 @@ async function upload(files) {
     }
   }
   await listDocuments();
-}
-
-// OpenAI's error envelope as one line (api.js reads it the same way for JSON requests).
-async function refusal(response) {
-  let message = `${response.status} ${response.statusText}`;
-  try {
-    const error = (await response.json()).error || {};
-    message = typeof error === "string" ? error : error.message || message;
-  } catch {
-    /* not JSON: the status line says enough */
-  }
-  return new ApiError(response.status, message, null);
 }
 
 async function removeDocument(doc) {

@@ -2,19 +2,13 @@
 import { ApiError, call, stream } from "./api.js";
 import { render } from "./markdown.js";
 import { t } from "./i18n.js";
+import { $, el } from "./dom.js";
 
 const IMAGE_LIMIT_MB = 20;
-const $ = (id) => document.getElementById(id);
 const state = { models: [], conversation: blank(), running: null, images: [] };
 
 function blank() {
   return { id: null, title: "", model: null, system: "", settings: {}, messages: [] };
-}
-
-function el(tag, props = {}, ...children) {
-  const node = Object.assign(document.createElement(tag), props);
-  for (const child of children) node.append(child);
-  return node;
 }
 
 export function notice(text) {

@@ -1,21 +1,15 @@
 // The evals page: past eval and bench runs with their scores (each with its uncertainty, on a
 // 0–100% axis), a form that starts a run with live progress, and one run's items (prompt,
 // answer, verdict) one click away. Model answers are shown as text, never as HTML.
-import { call, key } from "./api.js";
+import { blob, call, key } from "./api.js";
 import { language, t } from "./i18n.js";
+import { $, el } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
 const POLL_MS = 700;
 const PAGE = 50;
 const SETTINGS = ["limit", "concurrency", "requests", "max_tokens", "temperature", "seed", "dollars_per_hour"];
 let root;
 let generation = 0; // each show() and poll belongs to one; a newer one makes it stale
-
-function el(tag, props = {}, ...children) {
-  const node = Object.assign(document.createElement(tag), props);
-  for (const child of children) node.append(child);
-  return node;
-}
 
 function text(tag, name, props = {}) {
   const node = el(tag, { ...props, textContent: t(name) });
@@ -421,9 +415,8 @@ async function openReport(event) {
   if (!key()) return;
   event.preventDefault();
   try {
-    const response = await fetch(current.report_url, { headers: { authorization: `Bearer ${key()}` } });
-    if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
-    const page = URL.createObjectURL(new Blob([await response.text()], { type: "text/html" }));
+    const report = await blob(current.report_url);
+    const page = URL.createObjectURL(new Blob([report], { type: "text/html" }));
     const link = el("a", { href: page, target: "_blank" });
     document.body.append(link);
     link.click();

@@ -3,10 +3,10 @@
 // settings each was made with), and video jobs (POST /v1/videos, GET /v1/videos[/ID]) with a
 // progress bar polled while the page is shown, cancel (DELETE /v1/videos/ID) and playback of the
 // MP4 (GET /v1/videos/ID/content).
-import { call, key } from "./api.js";
+import { blob, call, key } from "./api.js";
 import { apply, language, t } from "./i18n.js";
+import { $, el } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
 const POLL_MS = 1000;
 const ACTIVE = new Set(["queued", "in_progress"]);
 const SIZES = ["512x512", "768x768", "1024x1024", "1024x768", "768x1024", "1280x720", "832x480"];
@@ -65,12 +65,6 @@ const MARKUP = `
     <ul id="jobs" class="media-list" role="list"></ul>
   </section>
 </div>`;
-
-function el(tag, props = {}, ...children) {
-  const node = Object.assign(document.createElement(tag), props);
-  for (const child of children) node.append(child);
-  return node;
-}
 
 function when(seconds) {
   return new Date(seconds * 1000).toLocaleString(language());
@@ -248,10 +242,7 @@ async function removeImage(item) {
 function source(path) {
   if (!key()) return Promise.resolve(path);
   if (!state.blobs.has(path)) {
-    const loaded = fetch(path, { headers: { authorization: `Bearer ${key()}` } }).then((response) => {
-      if (!response.ok) throw new Error(response.statusText);
-      return response.blob();
-    }).then((blob) => URL.createObjectURL(blob));
+    const loaded = blob(path).then((file) => URL.createObjectURL(file));
     loaded.catch(() => state.blobs.delete(path));
     state.blobs.set(path, loaded);
   }

@@ -2,15 +2,9 @@
 // this machine, pull with live progress, remove.
 import { call, lines } from "./api.js";
 import { t } from "./i18n.js";
+import { $, el } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
 const GB = 1e9;
-
-function el(tag, props = {}, ...children) {
-  const node = Object.assign(document.createElement(tag), props);
-  for (const child of children) node.append(child);
-  return node;
-}
 
 function cell(text) {
   return el("td", { textContent: text ?? "—" });

@@ -2,14 +2,7 @@
 // steps, with the ways it went wrong flagged on the steps that show them.
 import { call } from "./api.js";
 import { language, t } from "./i18n.js";
-
-const $ = (id) => document.getElementById(id);
-
-function el(tag, props = {}, ...children) {
-  const node = Object.assign(document.createElement(tag), props);
-  for (const child of children) node.append(child);
-  return node;
-}
+import { $, el } from "./dom.js";
 
 function when(seconds) {
   return new Date(seconds * 1000).toLocaleString(language());

@@ -4,8 +4,8 @@
 // once. A plain key sees its own usage only, as the API answers it.
 import { call, key, setKey } from "./api.js";
 import { apply, language, t } from "./i18n.js";
+import { $, el } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
 const SVG = "http://www.w3.org/2000/svg";
 const DAY_MS = 86_400_000;
 const NAMED = 7; // series drawn by name; the rest are summed as "other" (colours: usage.css)
@@ -90,12 +90,6 @@ const MARKUP = `
     <span></span><span><button type="submit" class="primary" data-i18n="key_create">Create key</button></span>
   </form>
 </section>`;
-
-function el(tag, props = {}, ...children) {
-  const node = Object.assign(document.createElement(tag), props);
-  for (const child of children) node.append(child);
-  return node;
-}
 
 function svg(tag, attributes = {}, ...children) {
   const node = document.createElementNS(SVG, tag);
